@@ -1,0 +1,16 @@
+"""Settings for the test suite: data, cache and uploads in a temporary directory per run."""
+
+import tempfile
+from pathlib import Path
+
+from .base import *  # noqa: F403
+from .base import env
+
+_TMP = Path(tempfile.mkdtemp(prefix="ctspine-test-"))
+CTSPINE_CACHE_DIR = Path(env("CTSPINE_CACHE_DIR", str(_TMP / "cache")))
+CTSPINE_MEDIA_DIR = Path(env("CTSPINE_MEDIA_DIR", str(_TMP / "media")))
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STATIC_ROOT = _TMP / "static"
+STATIC_ROOT.mkdir()
+WHITENOISE_AUTOREFRESH = True
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]

@@ -1,0 +1,81 @@
+"""Small file-system primitives for the volume cache: atomic writes and per-key flock locks.
+
+Atomic means: write a temporary file in the same directory, fsync it, then ``os.replace`` it over
+the target, so readers see the old file or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+TMP_MARK = ".tmp-"
+
+
+def temp_name(path: Path) -> Path:
+    """A unique temporary name beside ``path`` (same directory, so the rename stays atomic)."""
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory so that renames inside it survive a crash."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Replace ``path`` with ``payload`` atomically (temporary file, fsync, rename)."""
+    temp = temp_name(path)
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """Replace ``path`` with ``array`` in ``.npy`` format atomically."""
+    temp = temp_name(path)
+    try:
+        with open(temp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def lock_file(path: Path, *, blocking: bool = True) -> int | None:
+    """Take an exclusive ``flock`` on ``path`` (created if absent); returns the fd, which releases
+    the lock when closed, or None if ``blocking`` is False and another holder has it.
+
+    Locks are per open file description, so they exclude other processes and other threads of
+    this process alike. Lock files may be unlinked by their holder (cache eviction): after locking,
+    the fd is checked to still be the file at ``path``, and the lock retried otherwise.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)

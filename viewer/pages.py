@@ -1,0 +1,58 @@
+"""Server-rendered pages of the dataset: the browse page and the case page."""
+
+from __future__ import annotations
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, render
+
+from viewer.facets import facet_counts
+from viewer.filters import CaseFilter
+from viewer.imaging.labels import LABELS
+from viewer.models import ANOMALIES, POSITIONS, SOURCES, SPLITS, Case
+from viewer.permissions import dataset_visible_to
+
+PAGE_SIZE = 50
+SORTABLE = [
+    ("case_id", "Case"),
+    ("source", "Source"),
+    ("split", "Split"),
+    ("slices", "Slices"),
+    ("z_spacing", "Slice spacing"),
+    ("anomaly", "Anomaly"),
+    ("vertebrae", "Vertebrae"),
+]
+
+
+def browse(request):
+    if not dataset_visible_to(request.user):
+        return redirect_to_login(request.get_full_path())
+    case_filter = CaseFilter(request.GET, queryset=Case.objects.all())
+    valid = case_filter.is_valid()
+    cases = case_filter.qs if valid else Case.objects.none()
+    page = Paginator(cases, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "filter": case_filter,
+        "errors": None if valid else case_filter.errors,
+        "facets": facet_counts(cases),
+        "page": page,
+        "view": "grid" if request.GET.get("view") == "grid" else "table",
+        "sortable": SORTABLE,
+        "ordering": request.GET.get("ordering", ""),
+        "selected": {name: request.GET.getlist(name) for name in ("source", "split", "vertebra")},
+        "choices": {
+            "source": SOURCES[:4],
+            "split": SPLITS,
+            "anomaly": (*ANOMALIES, "any", "none"),
+            "position": POSITIONS,
+        },
+        "labels": LABELS,
+    }
+    return render(request, "viewer/browse.html", context, status=200 if valid else 400)
+
+
+def case_page(request, case_id: str):
+    if not dataset_visible_to(request.user):
+        return redirect_to_login(request.get_full_path())
+    case = get_object_or_404(Case.objects.prefetch_related("vertebrae"), case_id=case_id)
+    return render(request, "viewer/case.html", {"case": case, "labels": LABELS})
