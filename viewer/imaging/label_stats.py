@@ -62,15 +62,16 @@ def summarize_labels(labels: np.ndarray, affine: np.ndarray) -> LabelSummary:
     # max() and find_objects are single passes in C; a bincount would first widen every voxel
     # to intp (8x the memory traffic), which made it 6x slower on a 512x512x500 volume.
     labels = _as_index_array(labels)
-    highest = int(labels.max()) if labels.size else 0
+    # One reduction gives both the value check and the slices holding labels (for the boxes).
+    per_slice = labels.max(axis=(0, 1)) if labels.size else np.zeros(0, labels.dtype)
+    highest = int(per_slice.max()) if per_slice.size else 0
     if highest > MAX_LABEL:
         bad = sorted(set(np.unique(labels[labels > MAX_LABEL])[:5].tolist()))
         raise LabelValueError(f"label values outside 0-25 found: {', '.join(map(str, bad))}")
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     voxel_cm3 = float(np.prod(spacing)) / 1000.0
-    boxes = ndimage.find_objects(labels, max_label=MAX_LABEL)
     vertebrae = []
-    for value, box in enumerate(boxes, start=1):
+    for value, box in enumerate(_label_boxes(labels, per_slice), start=1):
         if box is None:
             continue
         ii, jj, kk = np.nonzero(labels[box] == value)
@@ -100,6 +101,46 @@ def summarize_labels(labels: np.ndarray, affine: np.ndarray) -> LabelSummary:
         last_vertebra=max(present) if present else None,
         anomaly=_anomaly_hint(vertebrae, present, volume_z_min),
     )
+
+
+def _label_boxes(
+    labels: np.ndarray, per_slice: np.ndarray
+) -> list[tuple[slice, slice, slice] | None]:
+    """Bounding box of each label 1-25 (None if absent), in voxel slices of ``labels``.
+
+    The spine fills a small part of a CT, so the foreground box is found first with two max
+    reductions and find_objects runs on that crop only: on a 512 x 512 x 500 label map this takes
+    ~0.05 s instead of ~0.55 s for find_objects over the whole volume. ``per_slice`` is the
+    maximum label of each k slice.
+    """
+    ks = np.flatnonzero(per_slice)
+    if ks.size == 0:
+        return [None] * MAX_LABEL
+    k0, k1 = int(ks[0]), int(ks[-1]) + 1
+    footprint = labels[:, :, k0:k1].max(axis=2)
+    ii, jj = np.nonzero(footprint)
+    i0, i1, j0, j1 = int(ii.min()), int(ii.max()) + 1, int(jj.min()), int(jj.max()) + 1
+    crop = labels[i0:i1, j0:j1, k0:k1]
+    # Canonical arrays are usually views of NIfTI's Fortran-order data: copying the transposed
+    # crop walks memory in order (3x faster than a C-order copy of the strided view).
+    transposed = crop.T if not crop.flags["C_CONTIGUOUS"] else None
+    if transposed is not None:
+        boxes = [
+            None if b is None else b[::-1]
+            for b in ndimage.find_objects(np.ascontiguousarray(transposed), max_label=MAX_LABEL)
+        ]
+    else:
+        boxes = ndimage.find_objects(crop, max_label=MAX_LABEL)
+    return [
+        None
+        if box is None
+        else (
+            slice(box[0].start + i0, box[0].stop + i0),
+            slice(box[1].start + j0, box[1].stop + j0),
+            slice(box[2].start + k0, box[2].stop + k0),
+        )
+        for box in boxes
+    ]
 
 
 def _anomaly_hint(vertebrae, present: set[int], volume_z_min: float) -> str:

@@ -302,7 +302,9 @@ def validate_labels(data: np.ndarray, *, path: Path) -> np.ndarray:
             raise VolumeError(f"{path.name}: label map has non-integer values")
     elif data.dtype.kind not in "iub":
         raise VolumeError(f"{path.name}: label map has unsupported data type {data.dtype}")
-    lo, hi = data.min(), data.max()
+    # Unsigned maps cannot go below 0: skip that full pass (labels are read on every ingestion).
+    hi = data.max()
+    lo = 0 if data.dtype.kind in "ub" else data.min()
     if lo < 0 or hi > MAX_LABEL:
         raise VolumeError(
             f"{path.name}: label values must be 0-{MAX_LABEL} (0 background, 1-25 C1-L6);"
