@@ -219,9 +219,15 @@ def test_not_downloaded_and_failed_cases(client, ingested_phantom):
     assert client.get("/api/cases/nope/volume/").status_code == 404
 
 
-def test_warm_cache_fills_volumes_and_thumbnails(ingested_phantom, settings, capsys):
+def test_warm_cache_fills_volumes_and_thumbnails(
+    ingested_phantom, settings, capsys, tmp_path, monkeypatch
+):
     from django.core.management import call_command
 
+    # Count only what this command makes; the spawned workers read the environment.
+    settings.CTSPINE_CACHE_DIR = tmp_path / "cache"
+    monkeypatch.setenv("CTSPINE_CACHE_DIR", str(settings.CTSPINE_CACHE_DIR))
+    monkeypatch.setenv("CTSPINE_DATA_ROOT", str(ingested_phantom))
     call_command("warm_cache", "--split", "test_public", "--workers", "2")
     out = capsys.readouterr().out
     count = Case.objects.filter(split="test_public").count()

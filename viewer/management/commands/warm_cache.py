@@ -1,7 +1,9 @@
 """Fill the volume cache (and thumbnails) ahead of time, so first tiles need no decoding."""
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+import django
 from django.contrib.auth.models import AnonymousUser
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
@@ -10,23 +12,22 @@ from viewer.api.case_tiles import Unavailable, case_volumes
 from viewer.imaging.volume_io import VolumeError
 from viewer.models import SPLITS, Case
 from viewer.tile_service import thumbnail_bytes
-from viewer.volume_store import volume_cache
+from viewer.volume_store import VolumeSet, volume_cache
 
 
-def warm_case(case_id: str) -> tuple[str, str]:
-    """Convert one case's image and label into the cache and make its thumbnail.
-    Returns (case_id, error or "")."""
+def warm_volumes(volumes: VolumeSet) -> str:
+    """Convert one case's image and label into the cache and make its thumbnail; returns the
+    error, or "". Runs in worker processes, so it touches files only, never the database."""
     try:
-        _, volumes = case_volumes(case_id, AnonymousUser())
         cache = volume_cache()
         cache.get(volumes.image, kind="image")
         if volumes.labels is not None:
             cache.get(volumes.labels, kind="label")
         thumbnail_bytes(volumes)
         cache.wait()
-    except (Unavailable, VolumeError, OSError) as exc:
-        return case_id, str(exc)
-    return case_id, ""
+    except (VolumeError, OSError) as exc:
+        return str(exc)
+    return ""
 
 
 class Command(BaseCommand):
@@ -43,26 +44,33 @@ class Command(BaseCommand):
             cases = cases.filter(split__in=split)
         if source:
             cases = cases.filter(source__in=source)
-        case_ids = list(cases.values_list("case_id", flat=True))
         quiet = options.get("verbosity", 1) == 0
-        failures = []
-        with tqdm(total=len(case_ids), desc="warm cache", unit="case", disable=quiet) as bar:
-            for case_id, error in self._warm_all(case_ids, workers):
+        failures, jobs = [], []
+        for case in cases:
+            try:
+                jobs.append((case.case_id, case_volumes(case.case_id, AnonymousUser())[1]))
+            except Unavailable as exc:
+                failures.append((case.case_id, str(exc)))
+        with tqdm(total=len(jobs), desc="warm cache", unit="case", disable=quiet) as bar:
+            for case_id, error in self._warm_all(jobs, workers):
                 if error:
                     failures.append((case_id, error))
                 bar.update()
         for case_id, error in failures:
             self.stderr.write(f"{case_id}: {error}")
         if not quiet:
-            self.stdout.write(
-                f"{len(case_ids) - len(failures)} cases cached, {len(failures)} failed"
-            )
+            failed_ids = {case_id for case_id, _ in failures}
+            cached = sum(1 for case_id, _ in jobs if case_id not in failed_ids)
+            self.stdout.write(f"{cached} cases cached, {len(failures)} failed")
 
     @staticmethod
-    def _warm_all(case_ids, workers):
+    def _warm_all(jobs, workers):
         if workers <= 1:
-            yield from (warm_case(case_id) for case_id in case_ids)
+            yield from ((case_id, warm_volumes(volumes)) for case_id, volumes in jobs)
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(warm_case, case_id) for case_id in case_ids]
-            yield from (future.result() for future in as_completed(futures))
+        # Spawned, not forked: a fork would copy the cache's writer threads and locks mid-state
+        # and share the parent's database connection.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=django.setup) as pool:
+            futures = {pool.submit(warm_volumes, volumes): case_id for case_id, volumes in jobs}
+            yield from ((futures[f], f.result()) for f in as_completed(futures))
