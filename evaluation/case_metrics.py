@@ -1,0 +1,145 @@
+"""Evaluating one prediction file against its ground truth (pure: no Django, no ORM).
+
+This is the worker function of ``evaluation.evaluate``: it runs in a process pool, takes a small
+picklable :class:`PairTask` of paths and returns a picklable :class:`PairResult` of plain values.
+Both volumes are read as RAS+ label maps (``viewer.imaging.volume_io``), so a prediction stored
+in another orientation but on the same world grid compares correctly; a prediction on another
+grid (shape, or voxel positions more than 1e-3 mm apart) is a "grid mismatch", not an error of
+the run. Metrics and their conventions are those of ``inference.metrics.compare_labels``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from inference.metrics import compare_labels
+from viewer.imaging.volume_io import VolumeError, check_same_grid, read_volume
+
+OK = "ok"
+MISSING = "missing"
+GRID_MISMATCH = "grid_mismatch"
+UNREADABLE = "unreadable"
+STATUSES = (OK, MISSING, GRID_MISMATCH, UNREADABLE)
+
+
+@dataclass(frozen=True)
+class PairTask:
+    """One case to evaluate: absolute paths of the ground truth and the prediction label maps;
+    ``tolerance_mm`` is the NSD tolerance in mm."""
+
+    case_id: str
+    reference: str
+    prediction: str
+    tolerance_mm: float = 2.0
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """The metrics of one vertebra label (1-25) of one case, as ``inference.metrics.LabelMetrics``
+    plus the level check: ``predicted_as`` is the predicted vertebra label covering most of the
+    reference vertebra (None: none, or the label is in the prediction only), ``off_by_one`` that
+    it is a neighbouring level. Dice and NSD are fractions; distances in mm, None when the label
+    is in one volume only."""
+
+    label: int
+    name: str
+    dice: float
+    hd95_mm: float | None
+    assd_mm: float | None
+    nsd: float
+    ref_voxels: int
+    pred_voxels: int
+    predicted_as: int | None
+    off_by_one: bool
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """What one case gave. ``status`` is ``ok``, ``grid_mismatch`` or ``unreadable`` (then
+    ``error`` says why and there are no metrics). ``mean_*`` are the case's "Mean of Vertebrae"
+    (Dice/NSD over the labels counted, distances over those where defined), ``spine_*`` the
+    binary whole spine; ``level_errors`` and ``callouts`` are sentences ready to show;
+    ``seconds`` is the wall time of reading and comparing."""
+
+    case_id: str
+    status: str
+    error: str = ""
+    labels: tuple[LabelRow, ...] = ()
+    mean_dice: float | None = None
+    mean_hd95_mm: float | None = None
+    mean_assd_mm: float | None = None
+    mean_nsd: float | None = None
+    spine_dice: float | None = None
+    spine_hd95_mm: float | None = None
+    level_errors: tuple[str, ...] = ()
+    off_by_one: int = 0
+    callouts: tuple[str, ...] = ()
+    shape: tuple[int, ...] = ()
+    spacing_mm: tuple[float, ...] = ()
+    seconds: float = 0.0
+
+
+def evaluate_pair(task: PairTask) -> PairResult:
+    """Read both label maps, check they share a grid, compare them. Never raises for a bad file:
+    the result's ``status`` and ``error`` say what was wrong."""
+    start = time.perf_counter()
+    try:
+        reference = read_volume(task.reference, kind="label")
+    except VolumeError as exc:
+        return PairResult(task.case_id, UNREADABLE, f"ground truth: {exc}")
+    try:
+        prediction = read_volume(task.prediction, kind="label")
+    except VolumeError as exc:
+        return PairResult(task.case_id, UNREADABLE, f"prediction: {exc}")
+    try:
+        check_same_grid(
+            image_shape=reference.data.shape,
+            image_affine=reference.affine,
+            label_shape=prediction.data.shape,
+            label_affine=prediction.affine,
+        )
+    except VolumeError as exc:
+        # check_same_grid speaks of "label" and "image"; here they are prediction and truth.
+        message = str(exc).replace("label", "prediction").replace("image", "ground truth")
+        return PairResult(task.case_id, GRID_MISMATCH, message)
+    comparison = compare_labels(
+        reference=reference.data,
+        prediction=prediction.data,
+        spacing_mm=reference.spacing,
+        tolerance_mm=task.tolerance_mm,
+    )
+    confusion = {row.label: row for row in comparison.confusion}
+    rows = tuple(
+        LabelRow(
+            label=m.label,
+            name=m.name,
+            dice=m.dice,
+            hd95_mm=m.hd95_mm,
+            assd_mm=m.assd_mm,
+            nsd=m.nsd,
+            ref_voxels=m.ref_voxels,
+            pred_voxels=m.pred_voxels,
+            predicted_as=confusion[m.label].main_label if m.label in confusion else None,
+            off_by_one=confusion[m.label].off_by_one if m.label in confusion else False,
+        )
+        for m in comparison.per_label
+    )
+    mean, spine = comparison.mean_of_vertebrae, comparison.spine
+    return PairResult(
+        case_id=task.case_id,
+        status=OK,
+        labels=rows,
+        mean_dice=mean.dice,
+        mean_hd95_mm=mean.hd95_mm,
+        mean_assd_mm=mean.assd_mm,
+        mean_nsd=mean.nsd,
+        spine_dice=spine.dice if spine else None,
+        spine_hd95_mm=spine.hd95_mm if spine else None,
+        level_errors=tuple(error.message for error in comparison.level_errors),
+        off_by_one=sum(row.off_by_one for row in rows),
+        callouts=comparison.counts.callouts,
+        shape=tuple(int(n) for n in reference.data.shape),
+        spacing_mm=tuple(float(s) for s in reference.spacing),
+        seconds=time.perf_counter() - start,
+    )

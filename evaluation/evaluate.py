@@ -1,0 +1,234 @@
+"""Evaluating a folder of predictions against the catalog's ground truth (``manage.py evaluate``).
+
+1. Which cases: those of the evaluated split(s) that have ground truth in this download
+   (downloaded, a label file, no ingestion error).
+2. Which file predicts which case: ``evaluation.prediction_files``.
+3. Metrics per case in a process pool over the pure ``evaluation.case_metrics.evaluate_pair``.
+4. Rows stored (``CaseResult`` per case of the split, ``LabelResult`` per vertebra counted), the
+   tables of ``evaluation.table2`` computed, CSV and JSON files written.
+
+A missing prediction, a prediction on another grid or an unreadable file is stored as that
+case's status and listed; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from evaluation import table2
+from evaluation.case_metrics import MISSING, OK, PairResult, PairTask, evaluate_pair
+from evaluation.models import EVALUATED_SPLITS, CaseResult, EvaluationRun, LabelResult
+from evaluation.prediction_files import match_predictions
+from evaluation.reports import run_document
+from evaluation.result_files import file_stem, labels_csv, table_csv, write_json, write_text
+from viewer.dataset.layout import PathOutsideRoot, resolve_inside
+from viewer.models import Case
+
+# progress(iterable, total) -> the same items, e.g. wrapped in a tqdm bar.
+Progress = Callable[[Iterable, int], Iterable]
+
+
+class EvaluationError(Exception):
+    """The evaluation cannot run at all (bad folder, bad split), as opposed to one bad case."""
+
+
+@dataclass
+class CasePlan:
+    """The cases of the split that have ground truth (case id -> Case, absolute label path) and,
+    for every other case of the catalog, why it is not evaluated (a phrase)."""
+
+    cases: dict[str, Case] = field(default_factory=dict)
+    references: dict[str, Path] = field(default_factory=dict)
+    not_evaluated: dict[str, str] = field(default_factory=dict)
+    without_reference: int = 0  # cases of the split with no ground truth in this download
+
+
+def plan_cases(splits: tuple[str, ...], *, root: Path) -> CasePlan:
+    plan = CasePlan()
+    for case in Case.objects.order_by("case_id"):
+        if case.split not in splits:
+            plan.not_evaluated[case.case_id] = f"is in split {case.split or 'none'}, not evaluated"
+            continue
+        reason = _why_no_reference(case)
+        if reason is None:
+            try:
+                plan.references[case.case_id] = resolve_inside(root, case.label_path)
+            except PathOutsideRoot:
+                reason = "has its label file outside the data root"
+        if reason is None:
+            plan.cases[case.case_id] = case
+        else:
+            plan.not_evaluated[case.case_id] = reason
+            plan.without_reference += 1
+    return plan
+
+
+def _why_no_reference(case: Case) -> str | None:
+    if not case.downloaded:
+        return "has no ground truth here (not downloaded)"
+    if case.error:
+        return "has no ground truth here (ingestion error)"
+    if not case.has_label:
+        return "has no ground truth here (no label file)"
+    return None
+
+
+def run_evaluation(
+    prediction_dir: str | Path,
+    *,
+    split: str = "all",
+    name: str = "",
+    workers: int = 1,
+    tolerance_mm: float = 2.0,
+    out_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> EvaluationRun:
+    """Evaluate every prediction of ``prediction_dir`` for the cases of ``split`` (test_public,
+    test_private, all = both test splits, or train) and store an ``EvaluationRun``.
+
+    ``workers``: processes computing metrics (1: in this process). ``tolerance_mm``: the NSD
+    tolerance. ``out_dir``: where the CSV and JSON files go (default: the prediction folder).
+    Raises :class:`EvaluationError` when the folder, split or tolerance is unusable.
+
+    The workers are spawned processes: a script calling this with ``workers > 1`` needs the
+    usual ``if __name__ == "__main__":`` guard (``manage.py`` has it).
+    """
+    if split not in EVALUATED_SPLITS:
+        raise EvaluationError(f"split must be one of {', '.join(EVALUATED_SPLITS)}, not {split!r}")
+    if not tolerance_mm >= 0:  # also refuses NaN
+        raise EvaluationError(f"the NSD tolerance must be >= 0 mm, not {tolerance_mm}")
+    folder = Path(prediction_dir).expanduser().resolve()
+    splits = EVALUATED_SPLITS[split]
+    plan = plan_cases(splits, root=Path(settings.CTSPINE_DATA_ROOT))
+    try:
+        match = match_predictions(folder, plan.cases, not_evaluated=plan.not_evaluated)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise EvaluationError(str(exc)) from exc
+    run = EvaluationRun.objects.create(
+        name=name or folder.name,
+        prediction_dir=str(folder),
+        split=split,
+        tolerance_mm=tolerance_mm,
+        workers=max(1, workers),
+        cases_expected=len(plan.cases),
+        unmatched_files=[{"name": u.name, "reason": u.reason} for u in match.unmatched],
+    )
+    try:
+        start = time.perf_counter()
+        tasks = [
+            PairTask(case_id, str(plan.references[case_id]), str(path), tolerance_mm)
+            for case_id, path in sorted(match.files.items())
+        ]
+        items = _evaluate_all(tasks, workers=max(1, workers))
+        results = list(progress(items, len(tasks)) if progress else items)
+        seconds = time.perf_counter() - start
+        _store(run, plan, match.files, results)
+        _finish(run, results, seconds=seconds, out_dir=Path(out_dir) if out_dir else folder)
+    except BaseException as exc:
+        # Record why before re-raising, so the run is never left "running" after a failure
+        # (KeyboardInterrupt included).
+        run.status, run.error, run.finished = EvaluationRun.FAILED, repr(exc), timezone.now()
+        run.save(update_fields=["status", "error", "finished"])
+        raise
+    return run
+
+
+def _evaluate_all(tasks: list[PairTask], *, workers: int) -> Iterator[PairResult]:
+    """Results in completion order. ``spawn``: the workers import only the pure metric modules
+    and inherit no database connection or thread of this process."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(evaluate_pair, tasks)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        for future in as_completed([pool.submit(evaluate_pair, task) for task in tasks]):
+            yield future.result()
+
+
+def _store(run: EvaluationRun, plan: CasePlan, files: dict[str, Path], results) -> None:
+    by_id = {result.case_id: result for result in results}
+    rows, labels = [], []
+    for case_id, case in sorted(plan.cases.items()):
+        result = by_id.get(case_id, PairResult(case_id, MISSING, "no prediction file"))
+        row = CaseResult(
+            run=run,
+            catalog_case=case,
+            case_id=case_id,
+            split=case.split,
+            source=case.source,
+            anomaly=case.curated_anomaly,
+            status=result.status,
+            error=result.error,
+            prediction_path=str(files.get(case_id, "")),
+            reference_path=str(plan.references[case_id]),
+            mean_dice=result.mean_dice,
+            mean_hd95_mm=result.mean_hd95_mm,
+            mean_assd_mm=result.mean_assd_mm,
+            mean_nsd=result.mean_nsd,
+            spine_dice=result.spine_dice,
+            spine_hd95_mm=result.spine_hd95_mm,
+            level_errors=len(result.level_errors),
+            off_by_one=result.off_by_one,
+            messages=[*result.level_errors, *result.callouts],
+            seconds=result.seconds or None,
+        )
+        rows.append(row)
+        labels += [
+            LabelResult(
+                run=run,
+                case_result=row,
+                label=value.label,
+                dice=value.dice,
+                hd95_mm=value.hd95_mm,
+                assd_mm=value.assd_mm,
+                nsd=value.nsd,
+                ref_voxels=value.ref_voxels,
+                pred_voxels=value.pred_voxels,
+                predicted_as=value.predicted_as,
+                off_by_one=value.off_by_one,
+            )
+            for value in result.labels
+        ]
+    with transaction.atomic():
+        CaseResult.objects.bulk_create(rows, batch_size=500)
+        LabelResult.objects.bulk_create(labels, batch_size=1000)
+
+
+def _finish(run: EvaluationRun, results: list[PairResult], *, seconds: float, out_dir: Path):
+    statuses = [r.status for r in results]
+    run.cases_evaluated = statuses.count(OK)
+    run.cases_failed = len(statuses) - run.cases_evaluated
+    run.cases_missing = run.cases_expected - len(results)
+    run.seconds = seconds
+    run.summary = table2.report(run.cases.evaluated().as_records(), run.splits)
+    run.status, run.finished = EvaluationRun.DONE, timezone.now()
+    try:
+        _write_files(run, results, out_dir)
+    except OSError as exc:  # the results are stored; only the files beside them are lost
+        run.error = f"could not write the result files to {out_dir}: {exc}"
+    run.save()
+
+
+def _write_files(run: EvaluationRun, results: list[PairResult], out_dir: Path) -> None:
+    stem = file_stem(run.pk, run.name)
+    about = {
+        row["case_id"]: row for row in run.cases.values("case_id", "split", "source", "anomaly")
+    }
+    table = table2.split_table(run.cases.evaluated().as_records(), run.splits)
+    run.table_csv_path = str(write_text(out_dir / f"{stem}_table2.csv", table_csv(table)))
+    run.labels_csv_path = str(
+        write_text(
+            out_dir / f"{stem}_labels.csv",
+            labels_csv([r for r in results if r.status == OK], about),
+        )
+    )
+    run.json_path = str(write_json(out_dir / f"{stem}.json", run_document(run)))

@@ -1,0 +1,81 @@
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from evaluation import table2
+from evaluation.case_metrics import MISSING
+from evaluation.evaluate import EvaluationError, run_evaluation
+from evaluation.models import EVALUATED_SPLITS
+
+
+class Command(BaseCommand):
+    help = (
+        "Evaluate a folder of predicted label maps against the ground truth, split by split, "
+        "store the run, print the paper's Table 2 and write CSV and JSON files."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("prediction_dir", help="folder of <case>.nii.gz predictions")
+        parser.add_argument(
+            "--split",
+            choices=list(EVALUATED_SPLITS),
+            default="all",
+            help="all = test_public and test_private (default)",
+        )
+        parser.add_argument("--name", default="", help="name of the run (default: folder name)")
+        parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+        parser.add_argument("--tolerance-mm", type=float, default=2.0, help="NSD tolerance (mm)")
+        parser.add_argument(
+            "--out", help="folder for the CSV and JSON files (default: the prediction folder)"
+        )
+
+    def handle(self, *args, prediction_dir, split, name, workers, tolerance_mm, out, **options):
+        quiet = options.get("verbosity", 1) == 0
+
+        def progress(items, total):
+            bar_file = self.stderr._out
+            return tqdm(
+                items, total=total, desc="evaluate", unit="case", disable=quiet, file=bar_file
+            )
+
+        try:
+            run = run_evaluation(
+                prediction_dir,
+                split=split,
+                name=name,
+                workers=workers,
+                tolerance_mm=tolerance_mm,
+                out_dir=out,
+                progress=progress,
+            )
+        except EvaluationError as exc:
+            raise CommandError(str(exc)) from exc
+        self._report(run, quiet=quiet)
+
+    def _report(self, run, *, quiet: bool) -> None:
+        # Problems go to stderr even when quiet: they are what a script needs to notice.
+        for result in run.cases.problems():
+            if result.status == MISSING:
+                self.stderr.write(f"{result.case_id}: no prediction")
+            else:
+                self.stderr.write(
+                    f"{result.case_id}: {result.get_status_display()}: {result.error}"
+                )
+        for unmatched in run.unmatched_files:
+            self.stderr.write(f"not used: {unmatched['name']} ({unmatched['reason']})")
+        if run.error:
+            self.stderr.write(run.error)
+        if quiet:
+            return
+        records = run.cases.evaluated().as_records()
+        self.stdout.write(table2.format_table(table2.split_table(records, run.splits)))
+        self.stdout.write("")
+        self.stdout.write(
+            f"run {run.pk} '{run.name}': {run.cases_evaluated} of {run.cases_expected} cases "
+            f"evaluated, {run.cases_missing} without prediction, {run.cases_failed} with a "
+            f"grid mismatch or unreadable file, {len(run.unmatched_files)} files not used "
+            f"({run.seconds:.1f} s, {run.workers} worker{'s' if run.workers > 1 else ''})"
+        )
+        for path in (run.table_csv_path, run.labels_csv_path, run.json_path):
+            if path:
+                self.stdout.write(f"wrote {path}")
+        self.stdout.write(f"see /evaluations/{run.pk}/")

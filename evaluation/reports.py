@@ -1,0 +1,325 @@
+"""What the run page, the API and the JSON file show about an evaluation run.
+
+Reads go through the querysets of ``evaluation.models``; the numbers come from the pure
+``evaluation.table2`` and ``evaluation.plots``. The case search parameters of the browse page
+(``viewer.filters.CaseFilter``) restrict every table to the matching cases, so "only
+lumbarization cases" works on a run as on the catalog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from django.http import QueryDict
+
+from evaluation import table2
+from evaluation.models import CaseResult, EvaluationRun, LabelResult
+from evaluation.plots import strip_plot
+from viewer.filters import PARAMETERS, CaseFilter
+from viewer.imaging.labels import label_name, parse_label
+from viewer.models import ANOMALIES, SOURCES, SPLITS, Case
+
+# Parameters of the run pages besides the case search ones: which vertebra's metrics to list,
+# which kind of level error, which status.
+RUN_PARAMETERS = frozenset({"label", "level", "status"})
+LEVELS = ("off_by_one", "other_level", "not_found")
+FILTER_CHOICES = {
+    "anomaly": (*ANOMALIES, "any", "none"),
+    "source": SOURCES[:4],  # VerSe is not part of the 1,005 cases
+    "split": SPLITS,
+}
+
+
+@dataclass
+class Selection:
+    """The case results a request selects. ``errors``: parameter -> messages (then ``cases``
+    is empty); ``filters``: the case search parameters in effect, for links and headings."""
+
+    cases: object  # CaseResult queryset
+    errors: dict
+    filters: dict[str, list[str]]
+    label: int | None = None
+    level: str | None = None
+
+    @property
+    def label_name(self) -> str | None:
+        return None if self.label is None else label_name(self.label)
+
+
+def select_cases(run: EvaluationRun, query: QueryDict) -> Selection:
+    """The run's case results matching the browse filters in ``query`` (all when none)."""
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(query) - PARAMETERS - RUN_PARAMETERS)
+    for name in unknown:
+        errors[name] = ["unknown parameter"]
+    label = level = None
+    if query.get("label"):
+        try:
+            label = parse_label(query["label"])
+        except ValueError as exc:
+            errors["label"] = [str(exc)]
+    if query.get("level"):
+        level = query["level"]
+        if level not in LEVELS:
+            errors["level"] = [f"use one of {', '.join(LEVELS)}"]
+        elif label is None:
+            errors["level"] = ["needs a label"]
+    filters = {name: query.getlist(name) for name in CaseFilter.base_filters if query.getlist(name)}
+    cases = run.cases.all()
+    if filters:
+        case_filter = CaseFilter(query, queryset=Case.objects.all())
+        if case_filter.is_valid():
+            cases = cases.for_cases(case_filter.qs)
+        else:
+            errors.update(case_filter.errors)
+    if errors:
+        cases = run.cases.none()
+    return Selection(cases, errors, filters, label, level)
+
+
+def query_string(filters: dict[str, list[str]], **extra) -> str:
+    """``?a=1&b=2`` from the active filters plus ``extra`` (None values dropped)."""
+    pairs = [(name, value) for name, values in filters.items() for value in values]
+    pairs += [(name, value) for name, value in extra.items() if value is not None]
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+def run_report(run: EvaluationRun, selection: Selection, *, worst: int = 3) -> dict:
+    """Tables, level errors, worst cases, Dice strip plot data and problems of the selection,
+    as plain values: the API returns this, the page renders it."""
+    records = selection.cases.as_records()
+    summary = table2.report(records, run.splits, worst=worst)
+    return {
+        **run_header(run),
+        "filters": selection.filters,
+        "summary": summary,
+        "dice_by_label": _dice_by_label(records),
+        "problems": [
+            {"case_id": c.case_id, "status": c.status, "error": c.error, "file": _name(c)}
+            for c in selection.cases.problems().order_by("status", "case_id")
+        ],
+        "unmatched_files": run.unmatched_files,
+    }
+
+
+def _dice_by_label(records) -> dict[str, list[dict]]:
+    """Label value (as a string: JSON keys) -> every case's Dice and HD95 (mm) for it."""
+    out: dict[str, list[dict]] = {}
+    for record in records:
+        for value in record.labels:
+            out.setdefault(str(value.label), []).append(
+                {"case_id": record.case_id, "dice": value.dice, "hd95_mm": value.hd95_mm}
+            )
+    return out
+
+
+def _name(result: CaseResult) -> str:
+    return result.prediction_path.rsplit("/", 1)[-1] if result.prediction_path else ""
+
+
+def run_header(run: EvaluationRun) -> dict:
+    return {
+        "id": run.pk,
+        "name": run.name,
+        "created": run.created.isoformat(),
+        "finished": run.finished.isoformat() if run.finished else None,
+        "status": run.status,
+        "error": run.error,
+        "split": run.split,
+        "splits": list(run.splits),
+        "tolerance_mm": run.tolerance_mm,
+        "workers": run.workers,
+        "seconds": run.seconds,
+        "counts": {
+            "expected": run.cases_expected,
+            "evaluated": run.cases_evaluated,
+            "missing": run.cases_missing,
+            "failed": run.cases_failed,
+            "unmatched_files": len(run.unmatched_files),
+        },
+        "headline": headline(run.summary),
+    }
+
+
+def headline(summary: dict) -> dict[str, dict]:
+    """Mean of Vertebrae and Mean of Spine per split from a stored summary: for lists of runs."""
+    table = summary.get("table2") if summary else None
+    if not table:
+        return {}
+    out = {}
+    for index, column in enumerate(table["columns"]):
+        rows = {row["key"]: row["cells"][index] for row in table["rows"]}
+        out[column["key"]] = {
+            "mean_of_vertebrae": rows[table2.MEAN_OF_VERTEBRAE],
+            "mean_of_spine": rows[table2.MEAN_OF_SPINE],
+        }
+    return out
+
+
+def run_document(run: EvaluationRun) -> dict:
+    """The whole run, every case included, with absolute file paths: the JSON file's content."""
+    cases = run.cases.all()
+    return {
+        **run_header(run),
+        "prediction_dir": run.prediction_dir,
+        "summary": run.summary,
+        "problems": [
+            {"case_id": c.case_id, "status": c.status, "error": c.error, "file": c.prediction_path}
+            for c in cases.problems()
+        ],
+        "unmatched_files": run.unmatched_files,
+        "cases": [
+            case_document(c, paths=True) for c in cases.evaluated().prefetch_related("labels")
+        ],
+    }
+
+
+def case_document(result: CaseResult, *, paths: bool = False) -> dict:
+    document = {
+        "case_id": result.case_id,
+        "split": result.split,
+        "source": result.source,
+        "anomaly": result.anomaly,
+        "status": result.status,
+        "mean_dice": result.mean_dice,
+        "mean_hd95_mm": result.mean_hd95_mm,
+        "mean_nsd": result.mean_nsd,
+        "spine_dice": result.spine_dice,
+        "spine_hd95_mm": result.spine_hd95_mm,
+        "level_errors": result.level_errors,
+        "messages": result.messages,
+        "labels": [label_document(value) for value in result.labels.all()],
+    }
+    if paths:
+        document["prediction"] = result.prediction_path
+        document["reference"] = result.reference_path
+    return document
+
+
+def label_document(value: LabelResult) -> dict:
+    return {
+        "label": value.label,
+        "name": value.name,
+        "dice": value.dice,
+        "hd95_mm": value.hd95_mm,
+        "assd_mm": value.assd_mm,
+        "nsd": value.nsd,
+        "ref_voxels": value.ref_voxels,
+        "pred_voxels": value.pred_voxels,
+        "predicted_as": value.predicted_name,
+        "off_by_one": value.off_by_one,
+    }
+
+
+# --- for the templates ---------------------------------------------------------------------------
+
+
+def table_rows(table: dict, filters: dict[str, list[str]], *, skip_empty: bool = True) -> list:
+    """Rows of a ``Table.to_dict()`` with, per cell, its column and the query of its case list
+    (the column's filters plus the page's own, and the vertebra)."""
+    rows = []
+    for row in table["rows"]:
+        if skip_empty and row["label"] is not None and not any(c["n"] for c in row["cells"]):
+            continue
+        cells = []
+        for column, cell, published in zip(
+            table["columns"], row["cells"], row["published"], strict=True
+        ):
+            merged = {**filters, **{k: [v] for k, v in column["filters"].items()}}
+            label = row["title"] if row["label"] is not None else None
+            cells.append(
+                {
+                    **cell,
+                    "column": column,
+                    "published": published,
+                    "query": query_string(merged, label=label),
+                }
+            )
+        rows.append({**row, "cells": cells})
+    return rows
+
+
+def table_columns(table: dict, filters: dict[str, list[str]]) -> list[dict]:
+    """Columns of a ``Table.to_dict()`` with the query of their case list."""
+    return [
+        {
+            **column,
+            "query": query_string({**filters, **{k: [v] for k, v in column["filters"].items()}}),
+        }
+        for column in table["columns"]
+    ]
+
+
+def plot_of(report: dict):
+    """The strip plot of a report's per-label Dice values."""
+    return strip_plot(
+        (int(label), value["case_id"], value["dice"])
+        for label, values in report["dice_by_label"].items()
+        for value in values
+    )
+
+
+def case_rows(selection: Selection):
+    """The case list of the cases page: with a label, that vertebra's row of each case (worst
+    first, optionally only one kind of level error); without, each case's means."""
+    if selection.label is None:
+        return selection.cases.evaluated().worst_first(), False
+    labels = (
+        LabelResult.objects.filter(case_result__in=selection.cases.evaluated().values("pk"))
+        .of_label(selection.label)
+        .level_error(selection.level)
+        .worst_first()
+        .select_related("case_result")
+    )
+    return labels, True
+
+
+def level_rows(report: dict, splits, filters: dict[str, list[str]]) -> list[dict]:
+    """The level-error rows grouped by vertebra, one entry per split (None: not in that split),
+    each with the queries of its case lists (all cases, and each kind of level error)."""
+    by_label: dict[int, dict] = {}
+    for row in report["summary"]["level_errors"]:
+        entry = by_label.setdefault(row["label"], {"label": row["label"], "name": row["name"]})
+        merged = {**filters, "split": [row["split"]]}
+        queries = {
+            level: query_string(merged, label=row["name"], level=level) for level in (None, *LEVELS)
+        }
+        entry[row["split"]] = {**row, "query": queries.pop(None), "queries": queries}
+    return [
+        {**entry, "splits": [entry.get(split) for split in splits]}
+        for _, entry in sorted(by_label.items())
+    ]
+
+
+def run_page_context(run: EvaluationRun, selection: Selection) -> dict:
+    """Everything the run page renders."""
+    report = run_report(run, selection)
+    summary = report["summary"]
+    filters = selection.filters
+    return {
+        "run": run,
+        "report": report,
+        "selection": selection,
+        "filter_query": query_string(filters),
+        "table2": summary["table2"],
+        "table2_rows": table_rows(summary["table2"], filters),
+        "table2_columns": table_columns(summary["table2"], filters),
+        "by_source": [
+            {
+                "table": table,
+                "rows": table_rows(table, filters),
+                "columns": table_columns(table, filters),
+            }
+            for table in summary["by_source"]
+        ],
+        "anomalies": summary["anomalies"],
+        "anomaly_rows": table_rows(summary["anomalies"], filters),
+        "anomaly_columns": table_columns(summary["anomalies"], filters),
+        "level_rows": level_rows(report, run.splits, filters),
+        "split_titles": [table2.SPLIT_TITLES.get(s, s) for s in run.splits],
+        "plot": plot_of(report),
+        "worst": summary["worst_cases"],
+        "worst_cases": selection.cases.evaluated().worst_first()[:10],
+        "choices": FILTER_CHOICES,
+    }

@@ -1,0 +1,55 @@
+"""Pages of the benchmark: the list of evaluation runs, a run's tables, a run's case list."""
+
+from __future__ import annotations
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, render
+
+from evaluation.models import EvaluationRun
+from evaluation.reports import (
+    FILTER_CHOICES,
+    case_rows,
+    headline,
+    query_string,
+    run_page_context,
+    select_cases,
+)
+from viewer.permissions import dataset_visible_to
+
+CASES_PER_PAGE = 100
+
+
+def run_list(request):
+    if not dataset_visible_to(request.user):
+        return redirect_to_login(request.get_full_path())
+    runs = [(run, headline(run.summary)) for run in EvaluationRun.objects.newest_first()]
+    return render(request, "evaluation/run_list.html", {"runs": runs})
+
+
+def run_page(request, run_id: int):
+    if not dataset_visible_to(request.user):
+        return redirect_to_login(request.get_full_path())
+    run = get_object_or_404(EvaluationRun, pk=run_id)
+    selection = select_cases(run, request.GET)
+    context = run_page_context(run, selection)
+    return render(request, "evaluation/run.html", context, status=400 if selection.errors else 200)
+
+
+def run_cases(request, run_id: int):
+    if not dataset_visible_to(request.user):
+        return redirect_to_login(request.get_full_path())
+    run = get_object_or_404(EvaluationRun, pk=run_id)
+    selection = select_cases(run, request.GET)
+    rows, by_label = case_rows(selection)
+    context = {
+        "run": run,
+        "selection": selection,
+        "by_label": by_label,
+        "page": Paginator(rows, CASES_PER_PAGE).get_page(request.GET.get("page")),
+        "filter_query": query_string(selection.filters),
+        "choices": FILTER_CHOICES,
+    }
+    return render(
+        request, "evaluation/cases.html", context, status=400 if selection.errors else 200
+    )

@@ -1,0 +1,152 @@
+"""Table 2 aggregation, printout and strip plot geometry (pure), on hand-made numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from evaluation.plots import PLOT_HEIGHT, TOP, strip_plot
+from evaluation.table2 import (
+    MEAN_OF_SPINE,
+    MEAN_OF_VERTEBRAE,
+    CaseRecord,
+    LabelValue,
+    anomaly_table,
+    format_table,
+    level_errors,
+    report,
+    source_tables,
+    split_table,
+    summarize,
+    worst_cases,
+)
+
+L4, L5, L6 = 23, 24, 25
+
+
+def record(case_id, split, labels, *, source="COLONOG", anomaly="", spine=(1.0, 1.0)):
+    values = tuple(LabelValue(*v) for v in labels)
+    dices = [v.dice for v in values]
+    hds = [v.hd95_mm for v in values if v.hd95_mm is not None]
+    return CaseRecord(
+        case_id, split, source, anomaly,
+        sum(dices) / len(dices), sum(hds) / len(hds) if hds else None, *spine, labels=values,
+    )  # fmt: skip
+
+
+# (label, dice, hd95 mm, ref voxels, predicted as, off by one)
+A = record("a", "test_public", [(L4, 0.9, 2.0, 10, L4, False), (L5, 0.8, 4.0, 10, L5, False)])
+B = record(
+    "b", "test_public",
+    [(L4, 0.7, 6.0, 10, L4, False), (L5, 0.6, 3.0, 10, L5, False), (L6, 0.0, None, 10, L5, True)],
+    anomaly="lumbarization", source="MSD-T10", spine=(0.9, 3.0),
+)  # fmt: skip
+C = record("c", "test_private", [(L5, 0.0, None, 10, None, False), (L6, 0.0, None, 0, None, False)])
+
+
+def test_vertebra_cells_average_over_cases_where_counted_and_distances_where_defined():
+    cells = summarize([A, B, C])
+    assert cells["L4"].dice == pytest.approx(0.8) and cells["L4"].hd95_mm == pytest.approx(4.0)
+    assert (cells["L5"].n, cells["L5"].n_hd95) == (3, 2)
+    assert cells["L5"].dice == pytest.approx((0.8 + 0.6 + 0.0) / 3)
+    assert cells["L5"].hd95_mm == pytest.approx(3.5)
+    assert (cells["L6"].dice, cells["L6"].hd95_mm, cells["L6"].n) == (0.0, None, 2)
+    assert "C1" not in cells
+
+
+def test_mean_rows_average_the_per_case_means():
+    cells = summarize([A, B])
+    assert cells[MEAN_OF_VERTEBRAE].dice == pytest.approx(
+        ((0.9 + 0.8) / 2 + (0.7 + 0.6 + 0.0) / 3) / 2
+    )
+    assert cells[MEAN_OF_VERTEBRAE].hd95_mm == pytest.approx((3.0 + 4.5) / 2)
+    assert cells[MEAN_OF_SPINE].dice == pytest.approx(0.95)
+    assert cells[MEAN_OF_SPINE].hd95_mm == pytest.approx(2.0)
+
+
+def test_split_table_has_the_paper_rows_columns_and_published_figures():
+    table = split_table([A, B, C], ["test_public", "test_private"])
+    assert [c.title for c in table.columns] == ["Test_public", "Test_private"]
+    assert [c.cases for c in table.columns] == [2, 1]
+    assert [r.title for r in table.rows][:2] == ["C1", "C2"]
+    assert [r.title for r in table.rows][-3:] == ["L6", "Mean of Vertebrae", "Mean of Spine"]
+    assert table.cell("L6", "test_public").dice == 0.0
+    assert table.cell("C1", "test_public").n == 0
+    assert table.row(MEAN_OF_VERTEBRAE).published == ((0.869, 5.40), (0.840, 6.41))
+    assert table.row(MEAN_OF_SPINE).published == ((0.985, 1.0), (0.984, 1.0))
+    assert table.row("L5").published == (None, None)
+    assert table.columns[0].filters == {"split": "test_public"}
+
+
+def test_source_and_anomaly_tables():
+    (public, private) = source_tables([A, B, C], ["test_public", "test_private"])
+    assert [c.key for c in public.columns] == ["COLONOG", "MSD-T10"]
+    assert public.columns[1].filters == {"split": "test_public", "source": "MSD-T10"}
+    assert public.cell("L6", "MSD-T10").n == 1 and public.cell("L6", "COLONOG").n == 0
+    anomalies = anomaly_table([A, B, C], ["test_public", "test_private"])
+    assert [c.key for c in anomalies.columns] == ["lumbarization", "sacralization", "none"]
+    assert [c.cases for c in anomalies.columns] == [1, 0, 2]
+    assert anomalies.cell("L6", "lumbarization").dice == 0.0
+
+
+def test_level_errors_count_off_by_one_other_level_and_not_found():
+    rows = {(r.name, r.split): r for r in level_errors([A, B, C], ["test_public", "test_private"])}
+    l6 = rows[("L6", "test_public")]
+    assert (l6.cases, l6.off_by_one, l6.other_level, l6.not_found, l6.taken_for) == (
+        1,
+        1,
+        0,
+        0,
+        (("L5", 1),),
+    )
+    assert rows[("L5", "test_private")].not_found == 1
+    assert ("L6", "test_private") not in rows  # L6 of case c is in the prediction only
+
+
+def test_worst_cases_lowest_dice_first_undefined_distance_worst():
+    worst = worst_cases([A, B, C], per_label=2)
+    assert [(w.case_id, w.dice) for w in worst["L5"]] == [("c", 0.0), ("b", 0.6)]
+    assert list(worst) == ["L4", "L5", "L6"]
+
+
+def test_printout_in_the_paper_layout():
+    text = format_table(split_table([A, B, C], ["test_public", "test_private"]))
+    lines = text.splitlines()
+    assert lines[0] == "Table 2: DSC and HD95 (mm) per vertebra"
+    assert "Test_public (2 cases)" in lines[2] and "Test_private (1 cases)" in lines[2]
+    assert lines[3].split() == ["Vertebra", "DSC", "HD95", "mm", "n", "DSC", "HD95", "mm", "n"]
+    assert [line.split()[0] for line in lines[4:7]] == ["L4", "L5", "L6"]  # empty rows left out
+    assert lines[5].split() == ["L5", "0.700", "3.50", "2", "0.000", "—", "1"]
+    assert "C1" not in text
+    mean = next(line for line in lines if line.startswith("Mean of Vertebrae"))
+    assert mean.split()[3:] == ["0.642", "3.75", "2", "0.000", "—", "1"]
+    assert any(line.split()[:4] == ["paper", "(nnU-Net)", "0.869", "5.40"] for line in lines)
+    assert "* Mean of Spine: the mean over cases of the binary spine" in text
+
+
+def test_report_is_plain_json_values():
+    import json
+
+    document = json.loads(json.dumps(report([A, B, C], ["test_public", "test_private"])))
+    assert document["cases"] == 3
+    assert document["table2"]["columns"][0]["key"] == "test_public"
+    assert document["worst_cases"]["L6"][0]["case_id"] in {"b", "c"}
+
+
+def test_strip_plot_geometry():
+    plot = strip_plot([(L5, "a", 1.0), (L5, "b", 0.0), (L5, "c", 0.5), (L4, "a", 0.25)])
+    assert [c.name for c in plot.columns] == ["L4", "L5"]
+    l5 = plot.columns[1]
+    assert l5.n == 3 and l5.median == 0.5
+    assert {p.case_id: p.y for p in l5.points} == {
+        "a": TOP,
+        "b": TOP + PLOT_HEIGHT,
+        "c": TOP + PLOT_HEIGHT / 2,
+    }
+    assert all(abs(p.x - l5.x) <= 9 for p in l5.points)
+    assert l5.box_top == pytest.approx(TOP + 0.25 * PLOT_HEIGHT) and l5.box_height == pytest.approx(
+        PLOT_HEIGHT / 2
+    )
+    assert (
+        strip_plot([(L5, "a", 0.5)]).columns[0].points
+        == strip_plot([(L5, "a", 0.5)]).columns[0].points
+    )
