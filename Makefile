@@ -29,7 +29,7 @@ run: install demo-data
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py ingest --workers 2
-	$(PY) manage.py db_worker --queue-name default & WORKER=$$!; \
+	$(PY) manage.py db_worker --queue-name default --no-reload & WORKER=$$!; \
 	trap "kill $$WORKER" EXIT INT TERM; \
 	$(VENV)/bin/gunicorn ctspine_site.wsgi --bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --timeout 120
 
