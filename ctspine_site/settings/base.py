@@ -40,6 +40,8 @@ CTSPINE_NNUNET_FOLDS = env("CTSPINE_NNUNET_FOLDS", "all")
 CTSPINE_NNUNET_CHECKPOINT = env("CTSPINE_NNUNET_CHECKPOINT", "checkpoint_final.pth")
 CTSPINE_NNUNET_LABEL_MAP = env("CTSPINE_NNUNET_LABEL_MAP")
 CTSPINE_DEVICE = env("CTSPINE_DEVICE", "auto")
+# "accurate" runs nnU-Net's test-time mirroring (8 network passes per tile), "fast" does not.
+CTSPINE_NNUNET_MODE = env("CTSPINE_NNUNET_MODE", "accurate")
 # The dataset pages and API can require a login; uploads always do.
 CTSPINE_PUBLIC_DATASET = env_bool("CTSPINE_PUBLIC_DATASET", True)
 
@@ -58,6 +60,8 @@ INSTALLED_APPS = [
     "django_filters",
     "django_tasks",
     "django_tasks_db",
+    # The rq backend needs django_rq's queues (RQ_QUEUES below) and its `rqworker` command.
+    *(["django_rq", "django_tasks_rq"] if CTSPINE_TASKS_BACKEND == "rq" else []),
     "viewer",
     "inference",
     "evaluation",

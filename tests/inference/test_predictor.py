@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -37,14 +39,15 @@ from inference.predictor import (
     get_predictor,
     parse_folds,
 )
+from tests.conftest import REPO
 
 SAMPLE_CT = "ts_example_ct_3mm.nii.gz"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """All 25 CTSpine1K labels, 64³ patch at 2 mm, fold "all"."""
-    return build_tiny_model_folder(tmp_path_factory.mktemp("tiny-model"), seed=0)
+def model_dir(tiny_model) -> Path:
+    """All 25 CTSpine1K labels, 64³ patch at 2 mm, fold "all" (tests/inference/conftest.py)."""
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -412,6 +415,17 @@ def test_cuda_prediction_agrees_with_cpu(model_dir, fast_cpu):
     assert result.device.startswith("cuda")
     cpu_labels = fast_cpu.predict(image=image, spacing_mm=(2.0, 2.0, 2.0))
     assert (result.labels == cpu_labels).mean() > 0.98  # autocast fp16 on the GPU
+
+
+def test_settings_are_checked_without_torch(model_dir):
+    """The web process validates the model settings through inference.nnunet.config, which
+    must not import torch or nnU-Net (~6 s and ~470 MB)."""
+    code = (
+        "import sys; from inference.nnunet.config import PredictorConfig; "
+        f"PredictorConfig.from_env_values(model_dir={str(model_dir)!r}); "
+        "heavy = {'torch', 'nnunetv2'} & set(sys.modules); assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
 # --- one predictor per configuration per process ---------------------------------------------------

@@ -1,0 +1,316 @@
+"""A zip of one DICOM series, made safe and converted to NIfTI: pure Python, no Django.
+
+:func:`extract_zip` refuses what a hostile or careless zip may hold (paths leaving the folder,
+links, bombs, thousands of files) before and while it writes anything; :func:`dicom_series_to_nifti`
+checks that the files are one evenly spaced series and converts it with SimpleITK, which keeps the
+DICOM geometry (LPS) and writes it as the NIfTI affine (RAS). The series is held in memory once,
+while it is converted. Refusals are :class:`inference.uploads.UploadError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import SimpleITK as sitk
+
+from inference.uploads import IncomingFile, UploadError
+
+# Files a zip tool or an operating system adds beside the images; skipped, not refused.
+_ZIP_NOISE = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|desktop\.ini$|DICOMDIR$)")
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """What a DICOM zip may hold: ``max_files`` entries, at most ``max_expanded_bytes`` and at
+    most ``max_ratio`` times its own size once extracted (zip bombs expand thousands of times)."""
+
+    max_files: int = 5000
+    max_expanded_bytes: int = 8 << 30
+    max_ratio: float = 20.0
+
+
+@dataclass(frozen=True)
+class DicomFacts:
+    """The DICOM series a zip held: number of slices, series description, modality."""
+
+    files: int
+    series_description: str
+    modality: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+# --- zip ------------------------------------------------------------------------------------------
+
+
+def extract_zip(incoming: IncomingFile, destination: Path, *, limits: ZipLimits) -> dict[Path, str]:
+    """Extract the files of a zip into ``destination`` (flat, numbered names), refusing unsafe ones.
+
+    Refused before anything is written: absolute paths or ``..`` in entry names, symbolic links,
+    encrypted entries, more than ``limits.max_files`` files, or a declared expanded size beyond the
+    limits; while extracting, the bytes actually written are counted against the same limits (a
+    zip may lie about its sizes). Operating-system clutter (``__MACOSX/``, ``.DS_Store``,
+    ``DICOMDIR``) is skipped. Returns extracted path -> the entry's name in the zip.
+    """
+    try:
+        archive = zipfile.ZipFile(incoming.path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UploadError(
+            f"{incoming.name}: not a readable zip file ({exc})", field="image"
+        ) from None
+    with archive:
+        entries = [info for info in archive.infolist() if not info.is_dir()]
+        for info in entries:
+            _check_entry(incoming, info)
+        entries = [info for info in entries if not _ZIP_NOISE.search(info.filename)]
+        if not entries:
+            raise UploadError(f"{incoming.name}: the zip holds no files", field="image")
+        if len(entries) > limits.max_files:
+            raise UploadError(
+                f"{incoming.name}: the zip holds {len(entries)} files; at most {limits.max_files}"
+                " are accepted (one DICOM series)",
+                field="image",
+            )
+        budget = _expansion_budget(incoming, limits)
+        declared = sum(info.file_size for info in entries)
+        if declared > budget:
+            raise _too_expanded(incoming, declared, limits)
+        destination.mkdir(parents=True, exist_ok=True)
+        names: dict[Path, str] = {}
+        written = 0
+        for number, info in enumerate(entries):
+            target = destination / f"{number:06d}"
+            names[target] = info.filename
+            try:
+                with archive.open(info) as source, open(target, "wb") as sink:
+                    while block := source.read(1 << 20):
+                        written += len(block)
+                        if written > budget:
+                            raise _too_expanded(incoming, written, limits)
+                        sink.write(block)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise UploadError(
+                    f"{incoming.name}: {info.filename} cannot be extracted ({exc})", field="image"
+                ) from None
+    return names
+
+
+def _check_entry(incoming: IncomingFile, info: zipfile.ZipInfo) -> None:
+    name = info.filename
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise UploadError(
+            f"{incoming.name}: entry {name!r} has an absolute path; refused", field="image"
+        )
+    if ".." in parts:
+        raise UploadError(
+            f"{incoming.name}: entry {name!r} points outside the archive (..); refused",
+            field="image",
+        )
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UploadError(
+            f"{incoming.name}: entry {name!r} is a symbolic link; refused", field="image"
+        )
+    if info.flag_bits & 0x1:
+        raise UploadError(
+            f"{incoming.name}: entry {name!r} is encrypted; upload an unencrypted zip",
+            field="image",
+        )
+
+
+def _expansion_budget(incoming: IncomingFile, limits: ZipLimits) -> int:
+    size = incoming.path.stat().st_size
+    return int(min(limits.max_expanded_bytes, limits.max_ratio * max(size, 1 << 20)))
+
+
+def _too_expanded(incoming: IncomingFile, size: int, limits: ZipLimits) -> UploadError:
+    zipped = incoming.path.stat().st_size
+    return UploadError(
+        f"{incoming.name}: the zip would expand to {size / 2**20:.0f} MB, {size / max(zipped, 1):.0f}"
+        f" times its own size; at most {limits.max_ratio:g} times and"
+        f" {limits.max_expanded_bytes / 2**30:g} GB are accepted",
+        field="image",
+    )
+
+
+# --- DICOM ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Slice:
+    path: Path
+    series: str
+    description: str
+    modality: str
+    position: tuple[float, ...]
+    orientation: tuple[float, ...]
+    size: tuple[int, ...]
+
+
+def dicom_series_to_nifti(files: dict[Path, str], output: Path, *, name: str) -> DicomFacts:
+    """Convert the DICOM files ``files`` (path -> name shown in messages) into one NIfTI image
+    ``output`` (``.nii.gz``), written atomically, with the series geometry (LPS in DICOM, RAS in
+    the NIfTI header, as SimpleITK converts it).
+
+    Refused: files that are not DICOM images (named), several series (listed), slices with
+    differing orientation or size, two slices at one position, unevenly spaced slices (a missing
+    slice), multi-frame files. The slices are ordered along the slice normal, not by file name.
+    """
+    slices, not_images = [], []
+    for path, shown in sorted(files.items(), key=lambda item: item[1]):
+        found = _read_slice(path)
+        if found is None:
+            not_images.append(shown)
+        else:
+            slices.append(found)
+    if not_images:
+        listed = ", ".join(not_images[:5]) + (
+            f" and {len(not_images) - 5} more" if len(not_images) > 5 else ""
+        )
+        raise UploadError(
+            f"{name}: {len(not_images)} file(s) are not DICOM images: {listed}. The zip must"
+            " hold the files of one DICOM series and nothing else",
+            field="image",
+        )
+    series = _one_series(slices, name=name)
+    ordered = _ordered_slices(series, name=name)
+    reader = sitk.ImageSeriesReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileNames([str(s.path) for s in ordered])
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise UploadError(f"{name}: the DICOM series cannot be read ({_first_line(exc)})") from None
+    if image.GetPixelID() == sitk.sitkFloat64:
+        image = sitk.Cast(image, sitk.sitkFloat32)  # rescaled values; float32 holds HU exactly
+    partial = output.with_name(f".{output.name.removesuffix('.nii.gz')}.part.nii.gz")
+    try:
+        sitk.WriteImage(image, str(partial), True, 1)
+        _fsync(partial)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    modality = ordered[0].modality
+    warnings = ()
+    if modality and modality != "CT":
+        warnings = (f"The DICOM series has modality {modality}; the model expects CT.",)
+    return DicomFacts(
+        files=len(ordered),
+        series_description=ordered[0].description,
+        modality=modality,
+        warnings=warnings,
+    )
+
+
+def _read_slice(path: Path) -> _Slice | None:
+    """The geometry tags of one DICOM image file, or None when it is not a DICOM image."""
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+
+    def tag(key: str) -> str:
+        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+
+    def numbers(key: str) -> tuple[float, ...]:
+        try:
+            return tuple(float(v) for v in tag(key).split("\\") if v.strip())
+        except ValueError:
+            return ()
+
+    position, orientation = numbers("0020|0032"), numbers("0020|0037")
+    if len(position) != 3 or len(orientation) != 6:
+        return None  # not an image slice (a structured report, a presentation state, ...)
+    return _Slice(
+        path=path,
+        series=tag("0020|000e"),
+        description=tag("0008|103e"),
+        modality=tag("0008|0060"),
+        position=position,
+        orientation=orientation,
+        size=tuple(reader.GetSize()),
+    )
+
+
+def _one_series(slices: list[_Slice], *, name: str) -> list[_Slice]:
+    groups: dict[str, list[_Slice]] = {}
+    for found in slices:
+        groups.setdefault(found.series, []).append(found)
+    if len(groups) > 1:
+        listed = "; ".join(
+            f"{uid or '(no series UID)'} '{members[0].description}' ({len(members)} files)"
+            for uid, members in sorted(groups.items(), key=lambda item: -len(item[1]))
+        )
+        raise UploadError(
+            f"{name}: the zip holds {len(groups)} DICOM series: {listed}. Upload one series per"
+            " zip",
+            field="image",
+        )
+    series = next(iter(groups.values()))
+    first = series[0]
+    if first.size[2:] and first.size[2] > 1:
+        raise UploadError(
+            f"{name}: multi-frame (enhanced) DICOM is not supported; export the series as one"
+            " file per slice",
+            field="image",
+        )
+    for other in series[1:]:
+        if not np.allclose(other.orientation, first.orientation, atol=1e-4):
+            raise UploadError(
+                f"{name}: the slices have different orientations: more than one series?",
+                field="image",
+            )
+        if other.size != first.size:
+            raise UploadError(
+                f"{name}: the slices have different sizes ({first.size[:2]} and"
+                f" {other.size[:2]}): more than one series?",
+                field="image",
+            )
+    if len(series) < 2:
+        raise UploadError(
+            f"{name}: a single DICOM slice is not a 3D volume; upload the whole series",
+            field="image",
+        )
+    return series
+
+
+def _ordered_slices(series: list[_Slice], *, name: str) -> list[_Slice]:
+    """The slices sorted along the slice normal, checked to be evenly spaced."""
+    row, column = np.array(series[0].orientation[:3]), np.array(series[0].orientation[3:])
+    normal = np.cross(row, column)
+    ordered = sorted(series, key=lambda s: float(np.dot(normal, s.position)))
+    heights = np.array([float(np.dot(normal, s.position)) for s in ordered])
+    gaps = np.diff(heights)
+    if gaps.min() < 1e-3:
+        raise UploadError(
+            f"{name}: two files lie at the same slice position ({heights[np.argmin(gaps)]:.2f}"
+            " mm along the slice normal): duplicate files or several series",
+            field="image",
+        )
+    median = float(np.median(gaps))
+    if np.abs(gaps - median).max() > max(0.02, 0.05 * median):
+        raise UploadError(
+            f"{name}: the slices are not evenly spaced (gaps from {gaps.min():.3g} to"
+            f" {gaps.max():.3g} mm): slices are missing or several series are mixed",
+            field="image",
+        )
+    return ordered
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())

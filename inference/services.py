@@ -1,0 +1,182 @@
+"""Every write a user's request makes in the inference app: storing an upload, queueing a job,
+cancelling one, reaping jobs whose worker died. Views, the API and commands call these; the worker's
+own writes are in :mod:`inference.jobs`.
+
+Paths stored on rows are relative to ``CTSPINE_MEDIA_DIR`` (uploads and results) or
+``CTSPINE_DATA_ROOT`` (dataset cases) and are resolved in :mod:`inference.jobs`, never outside
+their root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from inference import dicom_zip, jobs, uploads
+from inference.dicom_zip import ZipLimits
+from inference.jobs import JobInputError, JobStateError, media_root
+from inference.model_settings import ModelStatus, configured_model, model_status
+from inference.models import SegmentationJob, Upload
+from inference.tasks import enqueue
+from inference.uploads import IncomingFile, UploadError
+from viewer.models import Case
+
+__all__ = [
+    "JobInputError",
+    "JobStateError",
+    "ModelStatus",
+    "UploadError",
+    "cancel_job",
+    "configured_model",
+    "create_job",
+    "create_upload",
+    "incoming_dir",
+    "model_status",
+    "reap_stale_jobs",
+    "too_large_message",
+    "upload_limit_bytes",
+]
+
+
+def upload_limit_bytes() -> int:
+    """CTSPINE_UPLOAD_MAX_MB in bytes: the most one upload (image and label together) may send."""
+    return int(settings.CTSPINE_UPLOAD_MAX_MB) * 1024 * 1024
+
+
+def too_large_message() -> str:
+    return (
+        f"The upload is larger than the limit of {upload_limit_bytes() >> 20} MB"
+        " (CTSPINE_UPLOAD_MAX_MB) for the image and label together."
+    )
+
+
+def incoming_dir() -> Path:
+    """Where uploads stream while they arrive (beside their final place: moving is a rename)."""
+    return media_root() / "incoming"
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+
+def create_upload(
+    *,
+    user,
+    image: IncomingFile,
+    label: IncomingFile | None = None,
+    zip_limits: ZipLimits | None = None,
+) -> Upload:
+    """Check and store an uploaded image (NIfTI, or a zip of one DICOM series, converted to
+    NIfTI) and optional ground truth; returns the saved Upload.
+
+    Raises :class:`UploadError` with a message for the user. Whatever happens, the received files
+    are consumed (moved or deleted) and a refused upload leaves nothing behind.
+    """
+    key = uuid.uuid4().hex
+    relative = Path("uploads") / key
+    final = media_root() / relative
+    work = final.with_name(f".{key}.part")
+    size = sum(f.path.stat().st_size for f in (image, label) if f is not None)
+    try:
+        work.mkdir(parents=True)
+        kind = uploads.sniff_kind(image)
+        dicom = None
+        if kind == "zip":
+            limits = zip_limits or ZipLimits(max_expanded_bytes=4 * upload_limit_bytes())
+            files = dicom_zip.extract_zip(image, work / "dicom", limits=limits)
+            image_file = "image.nii.gz"
+            dicom = dicom_zip.dicom_series_to_nifti(files, work / image_file, name=image.name)
+            shutil.rmtree(work / "dicom")
+            stored = IncomingFile(path=work / image_file, name=image.name)
+        else:
+            image_file = uploads.nifti_file_name("image", image)
+            uploads.move_into(image, work / image_file)
+            stored = IncomingFile(path=work / image_file, name=image.name)
+        facts = uploads.check_image(stored)
+        label_file, label_facts = "", None
+        if label is not None:
+            if uploads.sniff_kind(label, field="label") != "nifti":
+                raise UploadError(
+                    f"{label.name}: the ground truth must be a NIfTI label map (.nii, .nii.gz)",
+                    field="label",
+                )
+            label_file = uploads.nifti_file_name("label", label)
+            uploads.move_into(label, work / label_file)
+            label_facts = uploads.check_label(
+                IncomingFile(path=work / label_file, name=label.name), image=facts
+            )
+        os.replace(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        for received in (image, label):
+            if received is not None:
+                received.path.unlink(missing_ok=True)
+    try:
+        return Upload.objects.create(
+            owner=user,
+            kind=Upload.Kind.DICOM if dicom else Upload.Kind.NIFTI,
+            image_name=image.name,
+            label_name=label.name if label is not None else "",
+            image_path=str(relative / image_file),
+            label_path=str(relative / label_file) if label_file else "",
+            size_bytes=size,
+            shape=list(facts.shape),
+            spacing_mm=[round(s, 6) for s in facts.spacing_mm],
+            axis_codes=facts.axcodes,
+            dicom_files=dicom.files if dicom else None,
+            series_description=dicom.series_description if dicom else "",
+            label_values=list(label_facts.values) if label_facts else [],
+            warnings=[*(dicom.warnings if dicom else ()), *facts.warnings],
+        )
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+
+def create_job(
+    *, user, upload: Upload | None = None, case: Case | None = None, mode: str | None = None
+) -> SegmentationJob:
+    """Queue a segmentation of ``upload`` (the user's own) or of a dataset ``case``.
+
+    The model settings are checked first: nothing is stored when they are unusable (raises
+    ModelConfigError). The task is enqueued when the transaction commits, so a worker never looks
+    for a job row that is not there yet.
+    """
+    if (upload is None) == (case is None):
+        raise JobInputError("give either an upload or a dataset case")
+    if upload is not None and upload.owner_id != user.pk:
+        raise JobInputError("no such upload", status=404)
+    if case is not None:
+        jobs.check_case(case)
+    mode = mode or settings.CTSPINE_NNUNET_MODE
+    configured_model(mode)
+    with transaction.atomic():
+        job = SegmentationJob.objects.create(
+            owner=user,
+            upload=upload,
+            case=case,
+            title=upload.image_name if upload is not None else case.case_id,
+            mode=mode,
+            stage="queued",
+        )
+        transaction.on_commit(lambda: enqueue(job.pk))
+    return job
+
+
+def cancel_job(job: SegmentationJob) -> SegmentationJob:
+    """Cancel a queued job at once, ask a running one to stop; JobStateError once finished."""
+    return jobs.cancel_job(job)
+
+
+def reap_stale_jobs() -> list[tuple[int, str]]:
+    """Re-queue once, then fail, running jobs whose worker stopped sending heartbeats."""
+    return jobs.reap_stale_jobs(requeue=enqueue)

@@ -1,0 +1,200 @@
+"""The segmentation task, run by a worker (``manage.py db_worker``, or ``rqworker`` with the rq
+backend) through the Django tasks API.
+
+The task takes a job's primary key, claims the job (returns at once if it is not queued any
+more), and while the model runs a monitor thread writes the heartbeat and progress every few
+seconds and notices a cancel request. The model is loaded once per worker process and reused.
+Known failures become a message for the user on the job; unexpected ones are stored the same way
+and re-raised, so the tasks backend keeps the traceback for the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
+from django_tasks import task
+
+from inference import jobs, pipeline
+from inference.jobs import JobInputError
+from inference.model_settings import configured_model, model_error_message
+from inference.models import SegmentationJob
+from inference.nnunet.config import ModelConfigError
+from viewer.imaging.volume_io import VolumeError
+
+logger = logging.getLogger(__name__)
+
+# Failures that are about the input or the set-up, not bugs: stored, not re-raised.
+EXPECTED_FAILURES = (ModelConfigError, JobInputError, VolumeError, MemoryError)
+
+
+class JobLost(pipeline.Cancelled):
+    """The job is no longer this worker's: the reaper gave it to another (a stall taken for death)."""
+
+
+@task()
+def segment_job(job_id: int) -> str:
+    """Segment the job ``job_id``; returns what happened ("succeeded", "failed: ...")."""
+    jobs.reap_stale_jobs(requeue=enqueue)
+    job = jobs.claim_job(job_id)
+    if job is None:
+        return "skipped: the job is not queued (cancelled, or claimed by another worker)"
+    try:
+        with JobMonitor(job) as monitor:
+            outcome = _run(job, monitor)
+    except JobLost:
+        return "abandoned: the job was re-queued while this worker was silent"
+    except pipeline.Cancelled:
+        jobs.mark_cancelled(job)
+        return "cancelled"
+    except Exception as exc:
+        message = readable_error(exc)
+        jobs.fail_job(job, message)
+        if isinstance(exc, EXPECTED_FAILURES) or _out_of_memory(exc):
+            logger.warning("job %s failed: %s", job.pk, message)
+            return f"failed: {message}"
+        raise
+    if not jobs.finish_job(job, outcome):
+        return "abandoned: the job was re-queued while this worker was silent"
+    return "succeeded"
+
+
+def _run(job: SegmentationJob, monitor: JobMonitor) -> pipeline.SegmentationOutcome:
+    config = configured_model(job.mode)
+    files = jobs.job_files(job)
+    started = time.perf_counter()
+    predictor = load_predictor(config)
+    with monitor.writing:
+        jobs.start_run(
+            job,
+            device=predictor.device_name,
+            model={**predictor.info.as_dict(), "mode": job.mode, "mirroring": config.mirroring},
+            load_s=time.perf_counter() - started,
+        )
+    monitor.check()
+    return pipeline.segment(
+        predictor=predictor,
+        image_path=files.image,
+        reference_path=files.reference,
+        output_dir=jobs.results_dir(job),
+        progress=monitor.report,
+        check_cancel=monitor.check,
+    )
+
+
+def load_predictor(config):
+    """The process-wide predictor for ``config`` (loaded on the first job, then reused)."""
+    # Imported here rather than at the top: torch and nnU-Net cost ~6 s and ~470 MB to import,
+    # and the web process imports this module (to enqueue) but never runs a model.
+    from inference.predictor import get_predictor
+
+    return get_predictor(config)
+
+
+def enqueue(job_id: int) -> None:
+    """Hand a queued job to the tasks backend. A backend that cannot be reached fails the job
+    with the reason instead of leaving it queued forever."""
+    try:
+        result = segment_job.enqueue(job_id)
+    except Exception as exc:  # any backend error (Redis down, database locked) is told the user
+        logger.exception("could not enqueue segmentation job %s", job_id)
+        SegmentationJob.objects.filter(pk=job_id, status=SegmentationJob.Status.QUEUED).update(
+            status=SegmentationJob.Status.FAILED,
+            stage="failed",
+            finished_at=timezone.now(),
+            error=f"The job could not be queued ({type(exc).__name__}: {exc}). Is the"
+            f" {settings.CTSPINE_TASKS_BACKEND!r} task backend reachable?",
+        )
+        return
+    SegmentationJob.objects.filter(pk=job_id).update(task_id=str(result.id))
+
+
+def readable_error(exc: BaseException) -> str:
+    """What to tell the user about a failure."""
+    if isinstance(exc, ModelConfigError):
+        return model_error_message(exc)
+    if isinstance(exc, JobInputError):
+        return exc.message
+    if isinstance(exc, VolumeError):
+        return f"The image could not be read: {exc}"
+    if isinstance(exc, MemoryError) or _out_of_memory(exc):
+        return (
+            "The worker ran out of memory on this scan. Try the 'fast' mode, or a worker with"
+            " more (GPU) memory."
+        )
+    return (
+        f"Segmentation failed unexpectedly ({type(exc).__name__}: {exc}). The worker's log has"
+        " the details."
+    )
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    # torch.OutOfMemoryError is a RuntimeError; matched by message to keep torch out of here.
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class JobMonitor:
+    """Heartbeat of one running job: a thread that every ``interval`` seconds writes the latest
+    progress and stage with the heartbeat, and reads whether a cancel was asked.
+
+    The worker thread reports progress to it in memory and takes ``writing`` for its own few
+    writes, so the two threads never write at once (on SQLite they would contend for the lock).
+    ``check()`` raises :class:`pipeline.Cancelled` or :class:`JobLost` in the worker thread.
+    """
+
+    def __init__(self, job: SegmentationJob, interval: float | None = None):
+        self.job = job
+        self.interval = jobs.heartbeat_interval_s() if interval is None else interval
+        self._progress, self._stage = 0.0, job.stage
+        self.writing = threading.Lock()
+        self._stop = threading.Event()
+        self._cancel = threading.Event()
+        self._lost = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"job-{job.pk}-heartbeat", daemon=True
+        )
+
+    def __enter__(self) -> JobMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self, fraction: float, stage: str) -> None:
+        """Progress (0-1, never going back) and stage name, from the worker thread."""
+        self._progress = max(self._progress, min(float(fraction), 1.0))
+        self._stage = stage
+
+    def check(self) -> None:
+        if self._lost.is_set():
+            raise JobLost(f"job {self.job.pk} was taken away from this worker")
+        if self._cancel.is_set():
+            raise pipeline.Cancelled(f"job {self.job.pk} was cancelled")
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                self._beat()
+        finally:
+            connection.close()  # this thread's own connection
+
+    def _beat(self) -> None:
+        try:
+            with self.writing:
+                close_old_connections()
+                progress = round(self._progress, 4)
+                mine, cancel = jobs.beat(self.job, progress=progress, stage=self._stage)
+        except DatabaseError:
+            # A missed beat is harmless (the limit is many beats long); the next one may pass.
+            logger.warning("heartbeat of job %s not written", self.job.pk, exc_info=True)
+            return
+        if not mine:
+            self._lost.set()
+        if cancel:
+            self._cancel.set()
