@@ -9,11 +9,11 @@ import pytest
 from inference import services
 from inference.models import SegmentationJob
 from inference.uploads import IncomingFile
-from tests.browser import conftest as browser_conftest
-from tests.inference.conftest import run_db_worker
+from tests.inference.conftest import media, model, phantom_files, run_db_worker, tiny_model
 
-# The viewer's browser-test fixtures: Debian's Chromium through Playwright, console errors kept.
-browser, page, console = browser_conftest.browser, browser_conftest.page, browser_conftest.console
+# The inference fixtures this page needs (the browser ones come from tests/browser/conftest.py,
+# whose single Playwright session all browser tests share).
+__all__ = ["media", "model", "phantom_files", "tiny_model"]
 
 pytestmark = pytest.mark.browser
 
