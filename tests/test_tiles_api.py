@@ -77,7 +77,8 @@ def test_overlay_uses_the_colour_table(client, lps_case):
             f"/api/cases/{case.case_id}/slices/axial/{k}.png", {"opacity": 1, "labels": "C1"}
         )
     )
-    assert hidden[y - 1 - j, x - 1 - i][0] == hidden[y - 1 - j, x - 1 - i][1]  # grey: not drawn
+    # Nothing of the overlay is drawn: the tile stays single-channel grey.
+    assert hidden.ndim == 2
     off = _png(client.get(f"/api/cases/{case.case_id}/slices/axial/{k}.png", {"overlay": 0}))
     assert off.ndim == 2
 
@@ -235,3 +236,51 @@ def test_warm_cache_fills_volumes_and_thumbnails(
     assert len(list((settings.CTSPINE_CACHE_DIR / "thumbnails").glob("*.png"))) == count
     volumes = list((settings.CTSPINE_CACHE_DIR / "volumes").glob("*/meta.json"))
     assert len(volumes) == 2 * count  # image and label of each case
+
+
+def test_case_changes_apply_to_the_next_tile_request(client, lps_case):
+    case, _, _ = lps_case
+    url = f"/api/cases/{case.case_id}/slices/axial/3.png"
+    assert client.get(url).status_code == 200
+    # A queryset update sends no signal: the row is read afresh on every request anyway.
+    Case.objects.filter(pk=case.pk).update(error="label grid differs")
+    assert client.get(url).status_code == 409
+    Case.objects.filter(pk=case.pk).update(error="", downloaded=False)
+    assert client.get(url).status_code == 404
+    Case.objects.filter(pk=case.pk).update(downloaded=True)
+    assert client.get(url).status_code == 200
+
+
+def test_sagittal_tiles_are_the_same_from_the_sagittal_copy(
+    client, lps_case, ingested_phantom, monkeypatch
+):
+    from viewer.imaging.display import slice_tile
+    from viewer.imaging.render import DisplayOptions, compose_tile
+    from viewer.imaging.windowing import apply_window, window_preset
+    from viewer.volume_store import volume_cache
+
+    case, image, labels = lps_case
+    cache = volume_cache()
+    monkeypatch.setattr(cache, "sagittal_min_bytes", 0)  # copy these small volumes too
+    monkeypatch.setattr(cache, "sagittal_poll_s", 0)
+    options = DisplayOptions(window=window_preset("bone"), opacity=0.7)
+    indices = range(0, image.shape[0], 7)
+    expected = [
+        compose_tile(
+            grey=apply_window(slice_tile(image, plane="sagittal", index=i), width=1800, level=400),
+            labels=slice_tile(labels, plane="sagittal", index=i),
+            options=options,
+        )
+        for i in indices
+    ]
+    url = f"/api/cases/{case.case_id}/slices/sagittal/{{}}.png"
+    for index, want in zip(indices, expected, strict=True):  # strided view, or copy meanwhile
+        assert np.array_equal(_png(client.get(url.format(index), {"opacity": 0.7})), want)
+    cache.wait()  # the copies are built in the background after the first request
+    client.get(url.format(0))  # open volumes pick up copies built meanwhile
+    cache.wait()
+    for path, kind in ((case.image_path, "image"), (case.label_path, "label")):
+        assert cache.get(ingested_phantom / path, kind=kind).sagittal is not None
+    for index, want in zip(indices, expected, strict=True):
+        assert np.array_equal(_png(client.get(url.format(index), {"opacity": 0.7})), want)
+    assert any(want.ndim == 3 for want in expected)  # some tiles with labels drawn

@@ -14,11 +14,18 @@ import numpy as np
 import pytest
 
 from viewer.imaging import display, projection, volume_cache
-from viewer.imaging.volume_cache import DATA_FILE, META_FILE, VolumeCache
+from viewer.imaging.cache_files import lock_file
+from viewer.imaging.volume_cache import (
+    DATA_FILE,
+    META_FILE,
+    SAGITTAL_FILE,
+    SAGITTAL_META_FILE,
+    VolumeCache,
+)
 from viewer.imaging.volume_io import VolumeError, read_volume
 
 from . import cache_workers
-from .conftest import phantom_labels, phantom_ras, write_nifti
+from .conftest import phantom_labels, phantom_ras, reorient, write_nifti
 
 
 @pytest.fixture
@@ -261,3 +268,187 @@ def test_leftovers_of_a_crashed_conversion_are_cleaned(tmp_path):
     (leftover / f"{DATA_FILE}.tmp-1-deadbeef").write_bytes(b"x" * 100)
     assert cache.evict() == [leftover.name]
     assert not leftover.exists()
+
+
+# ----------------------------------------------------------------- sagittal copies
+
+
+def _sagittal_cache(root: Path, **options) -> VolumeCache:
+    """A cache that copies every volume's sagittal tiles, however small."""
+    return VolumeCache(root, max_bytes=1 << 30, sagittal_min_bytes=0, **options)
+
+
+def _assert_all_sagittal_tiles(volume, expected: np.ndarray) -> None:
+    for index in range(expected.shape[0]):
+        tile = volume.tile(plane="sagittal", index=index)
+        assert np.array_equal(tile, display.slice_tile(expected, plane="sagittal", index=index))
+
+
+@pytest.mark.parametrize("write_behind", [True, False])
+@pytest.mark.parametrize("axcodes", ["RAS", "LPS", "PIR"])
+def test_sagittal_copy_gives_identical_tiles(tmp_path, write_behind, axcodes):
+    data, affine = phantom_ras()
+    labels = phantom_labels()
+    image_path = write_nifti(tmp_path / "image.nii.gz", *reorient(data, affine, axcodes))
+    label_path = write_nifti(tmp_path / "labels.nii.gz", *reorient(labels, affine, axcodes))
+    cache = _sagittal_cache(tmp_path / "cache", write_behind=write_behind)
+    image, label_volume = cache.get_pair(image_path, label_path)
+    _assert_all_sagittal_tiles(image, data)  # before the copy exists: the strided view
+    cache.wait()
+    for path, kind, expected in ((image_path, "image", data), (label_path, "label", labels)):
+        volume = cache.get(path, kind=kind)
+        assert volume.sagittal is not None and volume.sagittal.shape == (24, 16, 20)
+        _assert_all_sagittal_tiles(volume, expected)
+        assert volume.tile(plane="sagittal", index=5).flags.c_contiguous
+        side = json.loads((volume.directory / SAGITTAL_META_FILE).read_text())
+        assert (
+            side["volume_crc32"] == json.loads((volume.directory / META_FILE).read_text())["crc32"]
+        )
+        assert cache.verify(volume)
+        # Another process opens the entry with its copy, memory-mapped.
+        reopened = _sagittal_cache(tmp_path / "cache").get(path, kind=kind)
+        assert isinstance(reopened.sagittal, np.memmap)
+        _assert_all_sagittal_tiles(reopened, expected)
+        for plane in ("axial", "coronal"):  # other planes are unaffected
+            index = expected.shape[display.NORMAL_AXIS[plane]] // 2
+            assert np.array_equal(
+                reopened.tile(plane=plane, index=index),
+                display.slice_tile(expected, plane=plane, index=index),
+            )
+    with pytest.raises(ValueError, match="out of range"):
+        image.tile(plane="sagittal", index=24)
+
+
+def test_small_volumes_get_no_sagittal_copy(tmp_path):
+    source = _big_phantom(tmp_path, shape=(20, 20, 20))
+    cache = VolumeCache(tmp_path / "cache", max_bytes=1 << 30)  # default threshold: 32 MiB
+    volume = cache.get(source)
+    cache.wait()
+    assert cache.get(source).sagittal is None
+    assert not (volume.directory / SAGITTAL_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncate", "sidecar", "other volume", "flipped bytes", "missing sidecar"]
+)
+def test_damaged_sagittal_copy_is_rebuilt(tmp_path, conversions, damage):
+    source = _big_phantom(tmp_path, shape=(30, 20, 10))
+    expected = read_volume(source).data
+    cache = _sagittal_cache(tmp_path / "cache")
+    first = cache.get(source)
+    cache.wait()
+    directory = first.directory
+    copy, side = directory / SAGITTAL_FILE, directory / SAGITTAL_META_FILE
+    if damage == "truncate":
+        with open(copy, "r+b") as handle:
+            handle.truncate(copy.stat().st_size - 7)
+    elif damage == "sidecar":
+        side.write_text("{not json")
+    elif damage == "other volume":
+        side.write_text(json.dumps({**json.loads(side.read_text()), "volume_crc32": 1}))
+    elif damage == "flipped bytes":
+        with open(copy, "r+b") as handle:
+            handle.seek(-10, os.SEEK_END)
+            handle.write(b"\xff" * 10)
+    else:
+        side.unlink()
+    if damage != "missing sidecar":
+        assert not cache.verify(first)
+    fresh = _sagittal_cache(tmp_path / "cache", verify_checksum=damage == "flipped bytes")
+    volume = fresh.get(source)
+    _assert_all_sagittal_tiles(volume, expected)  # served from the strided view meanwhile
+    fresh.wait()
+    rebuilt = _sagittal_cache(tmp_path / "cache", verify_checksum=True).get(source)
+    assert rebuilt.sagittal is not None and fresh.verify(rebuilt)
+    _assert_all_sagittal_tiles(rebuilt, expected)
+    assert fresh.get(source).sagittal is not None  # attached to the open volume too
+    assert _count(conversions) == 1  # volume.npy itself was kept
+
+
+def test_damaged_volume_is_never_copied(tmp_path):
+    source = _big_phantom(tmp_path, shape=(30, 20, 10))
+    first = VolumeCache(tmp_path / "cache", max_bytes=1 << 30, write_behind=False)
+    volume = first.get(source)  # no copy: default threshold
+    with open(volume.directory / DATA_FILE, "r+b") as handle:
+        handle.seek(-10, os.SEEK_END)
+        handle.write(b"\xff" * 10)
+    cache = _sagittal_cache(tmp_path / "cache")
+    cache.get(source)
+    cache.wait()
+    assert not (volume.directory / SAGITTAL_META_FILE).exists()
+    assert cache.get(source).sagittal is None
+
+
+def test_copy_built_elsewhere_is_picked_up_by_open_volumes(tmp_path):
+    source = _big_phantom(tmp_path, shape=(30, 20, 10))
+    VolumeCache(tmp_path / "cache", max_bytes=1 << 30, write_behind=False).get(source)
+    reader = _sagittal_cache(tmp_path / "cache", sagittal_poll_s=0)
+    key = volume_cache.SourceIdentity.of(source).key("image")
+    # Another process is building the copy: this one leaves it alone.
+    busy = lock_file(tmp_path / "cache" / "locks" / f"{key}.sagittal.lock")
+    try:
+        volume = reader.get(source)
+        reader.wait()
+        assert reader.get(source) is volume
+        reader.wait()
+        assert volume.sagittal is None
+    finally:
+        os.close(busy)
+    builder = _sagittal_cache(tmp_path / "cache")
+    builder.get(source)
+    builder.wait()
+    assert reader.get(source) is volume and volume.sagittal is not None
+    _assert_all_sagittal_tiles(volume, read_volume(source).data)
+
+
+def test_sagittal_copies_count_in_eviction(tmp_path, conversions):
+    sources = [_big_phantom(tmp_path, f"v{n}.nii.gz", shape=(40, 40, 40), seed=n) for n in range(3)]
+    one = 40 * 40 * 40 * 2 + 128 + 1024  # data + npy header + a generous sidecar
+    cache = _sagittal_cache(tmp_path / "cache", write_behind=False, touch_interval_s=0)
+    cache.max_bytes = 3 * one  # room for three volumes without copies, one and a half with
+    first = cache.get(sources[0])
+    cache.wait()
+    entry = {e.key: e for e in cache.entries()}[first.key]
+    assert entry.size_bytes >= 2 * 40 * 40 * 40 * 2  # the volume and its copy
+    past = first.directory / META_FILE
+    os.utime(past, (past.stat().st_atime - 100, past.stat().st_mtime - 100))
+    second = cache.get(sources[1])
+    cache.wait()  # the copy makes the cache too big: the least recently used entry goes
+    remaining = {e.key for e in cache.entries()}
+    assert first.key not in remaining and second.key in remaining
+    assert cache.total_bytes() <= 3 * one
+    # The entry that grew by its copy is never the one evicted for it.
+    third = cache.get(sources[2])
+    cache.wait()
+    assert third.key in {e.key for e in cache.entries()}
+
+
+def test_get_many_decodes_in_parallel_threads(tmp_path, conversions, monkeypatch):
+    data, affine = phantom_ras()
+    image_path = write_nifti(tmp_path / "image.nii.gz", data, affine)
+    label_path = write_nifti(tmp_path / "labels.nii.gz", phantom_labels(), affine)
+    cache = VolumeCache(tmp_path / "cache", max_bytes=1 << 30)
+    threads = []
+    convert = volume_cache.VolumeCache._convert
+
+    def recording(self, key, **kwargs):
+        import threading
+
+        threads.append(threading.current_thread().name)
+        return convert(self, key, **kwargs)
+
+    monkeypatch.setattr(volume_cache.VolumeCache, "_convert", recording)
+    image, labels, again = cache.get_many(
+        [(image_path, "image"), (label_path, "label"), (label_path, "label")]
+    )
+    cache.wait()
+    assert len(set(threads)) == 2  # one decode per file, each in its own thread
+    assert again is labels and np.array_equal(image.data, data)
+    assert np.array_equal(labels.data, phantom_labels())
+    assert cache.get_many([(image_path, "image")]) == [cache.get(image_path)]
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image at all" * 10)
+    for _ in range(2):  # no lock left held
+        with pytest.raises(VolumeError, match="not a NIfTI"):
+            cache.get_many([(image_path, "image"), (bad, "label")])
+    cache.wait()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encode import EncodedImage, encode_image
-from .overlay import comparison_rgba, composite, overlay_labels
+from .overlay import blend_comparison, blend_labels
 from .windowing import Window, apply_window
 
 LAYERS = ("labels", "reference", "compare")
@@ -49,28 +49,40 @@ def render_tile(
 ) -> EncodedImage:
     """Window ``values`` (HU) to grey, overlay the chosen label ``layer`` and encode.
 
-    A missing label map (e.g. a case without labels) just leaves the grey tile.
+    A missing label map (e.g. a case without labels), or a label tile with nothing to draw on
+    this tile, leaves the grey tile, encoded single-channel.
     """
     grey = apply_window(values, width=options.window.width, level=options.window.level)
-    picture = grey
-    if options.overlay:
-        if options.layer == "compare" and labels is not None and reference is not None:
-            rgba = comparison_rgba(
-                reference,
-                labels,
-                opacity=options.opacity,
-                visible=options.visible,
-                outline=options.outline,
-            )
-            picture = composite(grey, rgba)
-        else:
-            shown = reference if options.layer == "reference" else labels
-            if shown is not None:
-                picture = overlay_labels(
-                    grey,
-                    shown,
-                    opacity=options.opacity,
-                    visible=options.visible,
-                    outline=options.outline,
-                )
-    return encode_image(picture, fmt=options.fmt, quality=options.quality)
+    return encode_image(
+        compose_tile(grey=grey, labels=labels, reference=reference, options=options),
+        fmt=options.fmt,
+        quality=options.quality,
+    )
+
+
+def compose_tile(
+    *,
+    grey: np.ndarray,
+    labels: np.ndarray | None,
+    reference: np.ndarray | None = None,
+    options: DisplayOptions,
+) -> np.ndarray:
+    """The picture to encode: ``grey`` (uint8, 2D) with the chosen label ``layer`` blended in
+    (RGB), or ``grey`` itself when there is nothing to draw."""
+    if not options.overlay:
+        return grey
+    if options.layer == "compare" and labels is not None and reference is not None:
+        return blend_comparison(
+            grey,
+            reference,
+            labels,
+            opacity=options.opacity,
+            visible=options.visible,
+            outline=options.outline,
+        )
+    shown = reference if options.layer == "reference" else labels
+    if shown is None:
+        return grey
+    return blend_labels(
+        grey, shown, opacity=options.opacity, visible=options.visible, outline=options.outline
+    )

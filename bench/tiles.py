@@ -1,0 +1,270 @@
+"""Tile serving speed on a full-size phantom (512 x 512 x ~500, int16).
+
+Prints, beside the baseline "nibabel loads the .nii.gz and slices it" measured in the same run:
+- warm tile latency p50/p95 per plane (bone window, overlay on; PNG and WebP) via Django's test
+  client, and the sagittal tiles again without the sagittal copy (the strided fallback served
+  until the copy is built);
+- time to the first tile of an uncached volume (``--rounds`` times, interleaved with the
+  baseline; medians);
+- whole-volume MIP: first request and served from cache;
+- requests per second of warm tiles from 8 concurrent clients against gunicorn on 127.0.0.1, for
+  each ``--servers`` configuration (``sync4``: 4 sync workers; ``gthread2x4``: 2 workers x 4
+  threads; any ``syncN`` / ``gthreadNxT``). Each client keeps its connection open where the
+  server allows it (gthread), as browsers do.
+
+Run: .venv/bin/python bench/tiles.py [--rounds 3] [--servers sync4,gthread2x4] [--seconds 10]
+"""
+
+import argparse
+import http.client
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import nibabel as nib
+import numpy as np
+from _django import REPO, percentiles, setup_django
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nibabel_load_and_slice(image_path) -> float:
+    start = time.perf_counter()
+    data = np.asanyarray(nib.as_closest_canonical(nib.load(image_path)).dataobj)
+    _ = np.ascontiguousarray(data[:, :, data.shape[2] // 2])
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3, help="first-tile trials (medians)")
+    parser.add_argument("--servers", default="sync4,gthread2x4", help="gunicorn configurations")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each load test")
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+
+    workdir = setup_django()
+    try:
+        run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args, workdir):
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test import Client
+
+    from viewer.models import Case
+    from viewer.phantom import plan_cases, write_dataset
+    from viewer.volume_store import volume_cache
+
+    root = workdir / "phantom"
+    specs = [s for s in plan_cases(24, seed=5, full_size=True) if s.section != "cervical"][:1]
+    write_dataset(root, specs)
+    settings.CTSPINE_DATA_ROOT = root
+    os.environ["CTSPINE_DATA_ROOT"] = str(root)
+    call_command("ingest", str(root), verbosity=0)
+    case = Case.objects.get()
+    image_path = root / case.image_path
+    print(
+        f"case {case.case_id}: {case.shape} voxels, {case.spacing} mm, "
+        f"{image_path.stat().st_size / 1e6:.0f} MB .nii.gz"
+    )
+
+    client = Client()
+    base = f"/api/cases/{case.case_id}"
+
+    # Baseline (nibabel loads the file and slices it: what a script without this app does),
+    # interleaved with the first tile of an uncached volume (decode image + label, render).
+    baselines, firsts = [], []
+    for _ in range(args.rounds):
+        cache = volume_cache()
+        cache.wait()  # background writes of the previous trial
+        shutil.rmtree(settings.CTSPINE_CACHE_DIR, ignore_errors=True)
+        for folder in ("volumes", "locks"):  # the (open) cache's layout, emptied
+            (cache.root / folder).mkdir(parents=True)
+        baselines.append(nibabel_load_and_slice(image_path))
+        start = time.perf_counter()
+        first = client.get(f"{base}/slices/axial/{case.dim_z // 2}.png", {"window": "bone"})
+        firsts.append(time.perf_counter() - start)
+        assert first.status_code == 200
+    baseline = statistics.median(baselines)
+    first_tile = statistics.median(firsts)
+    print(
+        f"baseline: nibabel load + slice {baseline * 1000:.0f} ms "
+        f"(median of {', '.join(f'{b * 1000:.0f}' for b in baselines)})"
+    )
+    volume_cache().wait()  # the cache files and sagittal copies are written: tiles are warm
+    rows = [
+        (
+            "first tile, uncached volume (decode + label + render), median of "
+            + ", ".join(f"{f * 1000:.0f}" for f in firsts),
+            first_tile * 1000,
+        )
+    ]
+
+    print()
+    print("| warm tile, bone window, overlay on | p50 ms | p95 ms | p50 / baseline | kB |")
+    print("|---|---|---|---|---|")
+    counts = {"axial": case.dim_z, "coronal": case.dim_y, "sagittal": case.dim_x}
+
+    def warm_tiles(label, plane, count, ext):
+        client.get(f"{base}/slices/{plane}/{count // 2}.{ext}")  # opens the memmaps
+        samples, sizes = [], []
+        for index in range(count // 4, count // 4 + 60):
+            t = time.perf_counter()
+            response = client.get(f"{base}/slices/{plane}/{index}.{ext}", {"window": "bone"})
+            samples.append((time.perf_counter() - t) * 1000)
+            assert response.status_code == 200
+            sizes.append(len(response.content))
+        p50, p95 = percentiles(samples)
+        print(
+            f"| {label} | {p50:.1f} | {p95:.1f} | {p50 / (baseline * 1000):.4f} "
+            f"| {np.mean(sizes) / 1000:.0f} |"
+        )
+
+    for ext in ("png", "webp"):
+        for plane, count in counts.items():
+            warm_tiles(f"{plane} {ext}", plane, count, ext)
+    # The strided fallback, as served until the background sagittal copy exists.
+    cache = volume_cache()
+    if hasattr(cache, "sagittal_poll_s"):
+        strided_sagittal(cache, image_path, root / case.label_path, warm_tiles, counts)
+
+    t = time.perf_counter()
+    client.get(f"{base}/projections/coronal.png", {"mode": "mip"})
+    mip_first = (time.perf_counter() - t) * 1000
+    samples = []
+    for _ in range(20):
+        t = time.perf_counter()
+        client.get(f"{base}/projections/coronal.png", {"mode": "mip", "window": "bone"})
+        samples.append((time.perf_counter() - t) * 1000)
+    rows.append(("whole-volume coronal MIP with labels, first request", mip_first))
+    rows.append(("whole-volume coronal MIP, served from cache (p50)", percentiles(samples)[0]))
+    print()
+    print("| | ms | ratio to baseline |")
+    print("|---|---|---|")
+    for name, ms in rows:
+        print(f"| {name} | {ms:.0f} | {ms / (baseline * 1000):.2f}x |")
+    print(f"| baseline: nibabel load + slice | {baseline * 1000:.0f} | 1.00x |")
+
+    print()
+    for server in args.servers.split(","):
+        load_test(case, counts, root, baseline, server, clients=args.clients, seconds=args.seconds)
+
+
+def strided_sagittal(cache, image_path, label_path, warm_tiles, counts):
+    opened = [cache.get(image_path, kind="image"), cache.get(label_path, kind="label")]
+    copies = [volume.sagittal for volume in opened]
+    poll, cache.sagittal_poll_s = cache.sagittal_poll_s, 1e9
+    try:
+        for volume in opened:
+            volume.sagittal = None
+        for ext in ("png", "webp"):
+            warm_tiles(f"sagittal {ext}, no sagittal copy yet", "sagittal", counts["sagittal"], ext)
+    finally:
+        for volume, copy in zip(opened, copies, strict=True):
+            volume.sagittal = copy
+        cache.sagittal_poll_s = poll
+
+
+def gunicorn_options(server: str) -> list[str]:
+    """``sync4`` -> 4 sync workers; ``gthread2x4`` -> 2 workers with 4 threads each."""
+    if server.startswith("sync"):
+        return ["--workers", server[4:]]
+    if server.startswith("gthread"):
+        workers, threads = server[7:].split("x")
+        return ["--workers", workers, "--threads", threads, "--worker-class", "gthread"]
+    raise ValueError(f"unknown server configuration {server!r}")
+
+
+def load_test(case, counts, root, baseline, server, clients=8, seconds=10.0):
+    port = free_port()
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="ctspine_site.settings.test",
+        CTSPINE_DATA_ROOT=str(root),
+        PYTHONPATH=str(REPO),
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "ctspine_site.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            *gunicorn_options(server),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/cases/{case.case_id}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{url}/volume/", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        # every worker opens its memmaps once
+        for plane, count in counts.items():
+            for _ in range(8):
+                urllib.request.urlopen(f"{url}/slices/{plane}/{count // 2}.png").read()
+        done, latencies = [], []
+        stop = time.perf_counter() + seconds
+        path = f"/api/cases/{case.case_id}/slices"
+
+        def run(seed):
+            rng = np.random.default_rng(seed)
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            n, mine = 0, []
+            while time.perf_counter() < stop:
+                plane = ("axial", "coronal", "sagittal")[n % 3]
+                index = int(rng.integers(0, counts[plane]))
+                t = time.perf_counter()
+                connection.request("GET", f"{path}/{plane}/{index}.png?window=bone")
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 200, response.status
+                mine.append((time.perf_counter() - t) * 1000)
+                n += 1
+            connection.close()
+            done.append(n)
+            latencies.extend(mine)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+        total = sum(done)
+        p50, p95 = percentiles(latencies)
+        print(
+            f"load: {clients} concurrent clients, gunicorn {' '.join(gunicorn_options(server))} "
+            f"on 127.0.0.1, {elapsed:.1f} s: {total} tiles, {total / elapsed:.0f} tiles/s "
+            f"(target >= 150), latency p50 {p50:.0f} ms / p95 {p95:.0f} ms; the baseline, "
+            f"a nibabel load per tile on 2 cores, serves {2 / baseline:.1f} tiles/s"
+        )
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+if __name__ == "__main__":
+    main()
