@@ -197,7 +197,14 @@ def test_cancelling_a_running_job_stops_its_worker(
     monkeypatch.setattr(tasks, "load_predictor", lambda config: ProgressUntilStopped())
     upload = new_upload(user, phantom_files, tmp_path)
     job = services.create_job(user=user, upload=upload)
-    worker = threading.Thread(target=run_db_worker)
+
+    def work():
+        try:
+            run_db_worker()
+        finally:
+            connection.close()  # the thread's own connection, or PostgreSQL keeps the test DB busy
+
+    worker = threading.Thread(target=work)
     worker.start()
     try:
         wait_for(
