@@ -6,7 +6,7 @@ from inference import api, views
 
 # Importing the dataset API's URLs registers the "ext" converter (png, webp, jpg, jpeg) that the
 # tile URLs below share with the dataset case tiles.
-from viewer.api.urls import ImageExtension  # noqa: F401
+from viewer import url_converters  # noqa: F401  (registers <ext:...>)
 
 urlpatterns = [
     re_path(r"^uploads/new/?$", views.upload_new, name="upload-new"),

@@ -47,7 +47,7 @@ def test_run_page_shows_table2_with_the_paper_beside_ours(client, evaluated_run)
     assert f'href="/evaluations/{run.pk}/cases/?split=test_public&amp;label=L6"' in html
     assert "MSD-T10" in html and "Lumbarization (L6)" in html
     # Each case opens the viewer with this run's prediction.
-    assert f'href="/cases/{LUMBARIZED}/?evaluation={run.pk}"' in html
+    assert f'href="/evaluations/{run.pk}/cases/{LUMBARIZED}/"' in html
     # The strip plot: inline SVG, one linked dot per case and vertebra.
     svg = html[html.index('<svg class="strip-plot"') : html.index("</svg>")]
     assert svg.count("<circle") == run.labels.count()

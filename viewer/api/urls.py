@@ -1,19 +1,7 @@
-from django.urls import path, register_converter
+from django.urls import path
 
+from viewer import url_converters  # noqa: F401  (registers <ext:...>)
 from viewer.api import case_tiles, catalog
-
-
-class ImageExtension:
-    regex = "png|webp|jpg|jpeg"
-
-    def to_python(self, value):
-        return value
-
-    def to_url(self, value):
-        return value
-
-
-register_converter(ImageExtension, "ext")
 
 urlpatterns = [
     path("cases/", catalog.CaseList.as_view(), name="api-case-list"),

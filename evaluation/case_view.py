@@ -1,0 +1,105 @@
+"""One evaluated case in the viewer: the image with the run's prediction, the ground truth and
+the comparison overlay, beside the case's per-vertebra metrics. Tile endpoints reuse
+viewer.tile_service with a VolumeSet whose labels are the prediction and reference the truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from evaluation.models import OK, CaseResult
+from viewer.api.case_tiles import Unavailable, case_volumes
+from viewer.dataset.layout import PathOutsideRoot
+from viewer.permissions import dataset_visible_to
+from viewer.tile_service import (
+    error_response,
+    projection_response,
+    slice_response,
+    volume_response,
+    voxel_response,
+)
+from viewer.volume_store import VolumeSet
+
+LAYER_TITLES = json.dumps(
+    {"labels": "Prediction", "reference": "Ground truth", "compare": "Comparison"}
+)
+
+
+def evaluated_volumes(run_id: int, case_id: str, user) -> tuple[CaseResult, VolumeSet]:
+    """The case's image and ground truth from the catalog, and the run's prediction; raises
+    Unavailable with the status and message to answer."""
+    result = CaseResult.objects.filter(run_id=run_id, case_id=case_id).first()
+    if result is None:
+        raise Unavailable(404, f"case {case_id} is not in evaluation run {run_id}")
+    if result.status != OK:
+        raise Unavailable(409, f"case {case_id} was not evaluated: {result.get_status_display()}")
+    try:
+        case, volumes = case_volumes(case_id, user)
+    except PathOutsideRoot as exc:
+        raise Unavailable(409, str(exc)) from None
+    prediction = Path(result.prediction_path)
+    if not prediction.is_file():
+        raise Unavailable(404, f"the prediction file of {case_id} is gone: {prediction.name}")
+    return result, VolumeSet(
+        image=volumes.image, labels=prediction, reference=volumes.labels, public=volumes.public
+    )
+
+
+def _with_evaluated_case(handler):
+    @require_GET
+    def view(request, run_id: int, case_id: str, **kwargs):
+        try:
+            result, volumes = evaluated_volumes(run_id, case_id, request.user)
+        except Unavailable as exc:
+            return error_response(exc.status, str(exc))
+        return handler(request, result, volumes, **kwargs)
+
+    return view
+
+
+@_with_evaluated_case
+def evaluated_slice(request, result, volumes, plane: str, index: int, ext: str):
+    return slice_response(request, volumes, plane=plane, index=index, ext=ext)
+
+
+@_with_evaluated_case
+def evaluated_projection(request, result, volumes, plane: str, ext: str):
+    return projection_response(request, volumes, plane=plane, ext=ext)
+
+
+@_with_evaluated_case
+def evaluated_volume(request, result, volumes):
+    centroids = {}
+    if result.catalog_case_id:
+        centroids = {
+            v.label: (v.centroid_x, v.centroid_y, v.centroid_z)
+            for v in result.catalog_case.vertebrae.all()
+        }
+    return volume_response(request, volumes, centroids_mm=centroids)
+
+
+@_with_evaluated_case
+def evaluated_voxel(request, result, volumes):
+    return voxel_response(request, volumes)
+
+
+def evaluated_case_page(request, run_id: int, case_id: str):
+    if not dataset_visible_to(request.user):
+        return redirect_to_login(request.get_full_path())
+    try:
+        result, _ = evaluated_volumes(run_id, case_id, request.user)
+    except Unavailable as exc:
+        raise Http404(str(exc)) from None
+    context = {
+        "result": result,
+        "run": result.run,
+        "labels": result.labels.order_by("label"),
+        "api_base": f"/api/evaluations/{run_id}/cases/{case_id}",
+        "layer_titles": LAYER_TITLES,
+    }
+    return render(request, "evaluation/case.html", context)
