@@ -1,6 +1,6 @@
 """One evaluated case in the viewer: the image with the run's prediction, the ground truth and
 the comparison overlay, beside the case's per-vertebra metrics. Tile endpoints reuse
-viewer.tile_service with a VolumeSet whose labels are the prediction and reference the truth."""
+viewer.tile_urls with a VolumeSet whose labels are the prediction and reference the truth."""
 
 from __future__ import annotations
 
@@ -10,19 +10,12 @@ from pathlib import Path
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
 
 from evaluation.models import OK, CaseResult
-from viewer.api.case_tiles import Unavailable, case_volumes
+from viewer.api.case_tiles import case_volumes
 from viewer.dataset.layout import PathOutsideRoot
 from viewer.permissions import dataset_visible_to
-from viewer.tile_service import (
-    error_response,
-    projection_response,
-    slice_response,
-    volume_response,
-    voxel_response,
-)
+from viewer.tile_urls import Unavailable
 from viewer.volume_store import VolumeSet
 
 LAYER_TITLES = json.dumps(
@@ -50,42 +43,19 @@ def evaluated_volumes(run_id: int, case_id: str, user) -> tuple[CaseResult, Volu
     )
 
 
-def _with_evaluated_case(handler):
-    @require_GET
-    def view(request, run_id: int, case_id: str, **kwargs):
-        try:
-            result, volumes = evaluated_volumes(run_id, case_id, request.user)
-        except Unavailable as exc:
-            return error_response(exc.status, str(exc))
-        return handler(request, result, volumes, **kwargs)
-
-    return view
+def resolve_evaluated_case(request, *, run_id: int, case_id: str):
+    """The tile endpoints' resolver for evaluated cases."""
+    return evaluated_volumes(run_id, case_id, request.user)
 
 
-@_with_evaluated_case
-def evaluated_slice(request, result, volumes, plane: str, index: int, ext: str):
-    return slice_response(request, volumes, plane=plane, index=index, ext=ext)
-
-
-@_with_evaluated_case
-def evaluated_projection(request, result, volumes, plane: str, ext: str):
-    return projection_response(request, volumes, plane=plane, ext=ext)
-
-
-@_with_evaluated_case
-def evaluated_volume(request, result, volumes):
-    centroids = {}
-    if result.catalog_case_id:
-        centroids = {
-            v.label: (v.centroid_x, v.centroid_y, v.centroid_z)
-            for v in result.catalog_case.vertebrae.all()
-        }
-    return volume_response(request, volumes, centroids_mm=centroids)
-
-
-@_with_evaluated_case
-def evaluated_voxel(request, result, volumes):
-    return voxel_response(request, volumes)
+def evaluated_centroids(result: CaseResult, volumes: VolumeSet) -> dict[int, tuple]:
+    """Ground-truth vertebra centroids (RAS mm) from the catalog, for the legend's jump."""
+    if not result.catalog_case_id:
+        return {}
+    return {
+        v.label: (v.centroid_x, v.centroid_y, v.centroid_z)
+        for v in result.catalog_case.vertebrae.all()
+    }
 
 
 def evaluated_case_page(request, run_id: int, case_id: str):

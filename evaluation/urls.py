@@ -1,7 +1,7 @@
 from django.urls import path
 
 from evaluation import api, case_view, views
-from viewer import url_converters  # noqa: F401  (registers <ext:...>)
+from viewer.tile_urls import tile_urlpatterns
 
 urlpatterns = [
     path("evaluations/", views.run_list, name="evaluation-list"),
@@ -14,14 +14,10 @@ urlpatterns = [
     ),
     path("api/evaluations/", api.RunList.as_view(), name="api-evaluation-list"),
     path("api/evaluations/<int:run_id>/", api.RunDetail.as_view(), name="api-evaluation-detail"),
-    path(
-        "api/evaluations/<int:run_id>/cases/<str:case_id>/slices/<str:plane>/<int:index>.<ext:ext>",
-        case_view.evaluated_slice,
-    ),
-    path(
-        "api/evaluations/<int:run_id>/cases/<str:case_id>/projections/<str:plane>.<ext:ext>",
-        case_view.evaluated_projection,
-    ),
-    path("api/evaluations/<int:run_id>/cases/<str:case_id>/volume/", case_view.evaluated_volume),
-    path("api/evaluations/<int:run_id>/cases/<str:case_id>/voxel/", case_view.evaluated_voxel),
 ]
+urlpatterns += tile_urlpatterns(
+    "api/evaluations/<int:run_id>/cases/<str:case_id>/",
+    resolve=case_view.resolve_evaluated_case,
+    centroids=case_view.evaluated_centroids,
+    name="api-evaluation-case",
+)

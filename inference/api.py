@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -30,13 +29,8 @@ from inference.serializers import (
 )
 from viewer.api.pagination import CasePagination
 from viewer.models import Case
-from viewer.tile_service import (
-    error_response,
-    projection_response,
-    slice_response,
-    volume_response,
-    voxel_response,
-)
+from viewer.tile_urls import Unavailable
+from viewer.volume_store import VolumeSet
 
 
 def _error(message: str, code: int, **extra) -> Response:
@@ -187,42 +181,18 @@ class JobCancel(APIView):
 # --- tiles: the dataset case endpoints, for a job's image, prediction and ground truth ----------
 
 
-def _with_job(handler):
-    @require_GET
-    def view(request, job_id: int, **kwargs):
-        if not request.user.is_authenticated:
-            return error_response(403, "Sign in to see your segmentation jobs.")
-        try:
-            job = _own_job(request, job_id)
-        except Http404:
-            return error_response(404, f"no job {job_id}")
-        try:
-            volumes = jobs.job_volumes(job)
-        except jobs.JobInputError as exc:
-            return error_response(exc.status, exc.message)
-        return handler(request, job, volumes, **kwargs)
-
-    return view
-
-
-@_with_job
-def job_slice(request, job, volumes, plane: str, index: int, ext: str):
-    return slice_response(request, volumes, plane=plane, index=index, ext=ext)
-
-
-@_with_job
-def job_projection(request, job, volumes, plane: str, ext: str):
-    return projection_response(request, volumes, plane=plane, ext=ext)
-
-
-@_with_job
-def job_volume(request, job, volumes):
-    return volume_response(request, volumes, centroids_mm=job_centroids_mm(job, volumes))
-
-
-@_with_job
-def job_voxel(request, job, volumes):
-    return voxel_response(request, volumes)
+def resolve_job(request, *, job_id: int) -> tuple[SegmentationJob, VolumeSet]:
+    """The tile endpoints' resolver for jobs: yours only (404 for anyone else's)."""
+    if not request.user.is_authenticated:
+        raise Unavailable(403, "Sign in to see your segmentation jobs.")
+    try:
+        job = _own_job(request, job_id)
+    except Http404:
+        raise Unavailable(404, f"no job {job_id}") from None
+    try:
+        return job, jobs.job_volumes(job)
+    except jobs.JobInputError as exc:
+        raise Unavailable(exc.status, exc.message) from None
 
 
 def job_centroids_mm(job: SegmentationJob, volumes) -> dict[int, tuple]:

@@ -3,10 +3,7 @@
 from django.urls import path, re_path
 
 from inference import api, views
-
-# Importing the dataset API's URLs registers the "ext" converter (png, webp, jpg, jpeg) that the
-# tile URLs below share with the dataset case tiles.
-from viewer import url_converters  # noqa: F401  (registers <ext:...>)
+from viewer.tile_urls import tile_urlpatterns
 
 urlpatterns = [
     re_path(r"^uploads/new/?$", views.upload_new, name="upload-new"),
@@ -20,17 +17,11 @@ urlpatterns = [
     path("api/jobs/", api.JobListCreate.as_view(), name="api-job-list"),
     path("api/jobs/<int:job_id>/", api.JobDetail.as_view(), name="api-job-detail"),
     path("api/jobs/<int:job_id>/cancel/", api.JobCancel.as_view(), name="api-job-cancel"),
-    path(
-        "api/jobs/<int:job_id>/slices/<str:plane>/<int:index>.<ext:ext>",
-        api.job_slice,
-        name="api-job-slice",
-    ),
-    path(
-        "api/jobs/<int:job_id>/projections/<str:plane>.<ext:ext>",
-        api.job_projection,
-        name="api-job-projection",
-    ),
-    path("api/jobs/<int:job_id>/volume/", api.job_volume, name="api-job-volume"),
-    path("api/jobs/<int:job_id>/voxel/", api.job_voxel, name="api-job-voxel"),
     path("api/jobs/<int:job_id>/files/<str:which>/", views.job_file, name="api-job-file"),
 ]
+urlpatterns += tile_urlpatterns(
+    "api/jobs/<int:job_id>/",
+    resolve=api.resolve_job,
+    centroids=api.job_centroids_mm,
+    name="api-job",
+)

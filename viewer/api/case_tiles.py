@@ -17,26 +17,15 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections, router
 from django.http import FileResponse
-from django.views.decorators.http import require_GET
 
 from viewer.dataset.layout import PathOutsideRoot, resolve_inside
 from viewer.models import Case
 from viewer.permissions import dataset_visible_to
-from viewer.tile_service import (
-    error_response,
-    projection_response,
-    slice_response,
-    thumbnail_response,
-    volume_response,
-    voxel_response,
-)
+from viewer.tile_service import error_response
+from viewer.tile_urls import Unavailable, resolved
 from viewer.volume_store import VolumeSet
 
-
-class Unavailable(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+__all__ = ["Unavailable", "case_centroids", "case_file", "case_volumes", "resolve_case"]
 
 
 #: The Case columns a tile request reads; the instance loads any other field on access.
@@ -113,49 +102,23 @@ def case_volumes(case_id: str, user) -> tuple[Case, VolumeSet]:
     return case, VolumeSet(image=image, labels=labels, public=settings.CTSPINE_PUBLIC_DATASET)
 
 
-def _with_case(handler):
-    @require_GET
-    def view(request, case_id: str, **kwargs):
-        try:
-            case, volumes = case_volumes(case_id, request.user)
-        except Unavailable as exc:
-            return error_response(exc.status, str(exc))
-        return handler(request, case, volumes, **kwargs)
-
-    return view
+def resolve_case(request, *, case_id: str) -> tuple[Case, VolumeSet]:
+    """The tile endpoints' resolver for dataset cases."""
+    return case_volumes(case_id, request.user)
 
 
-@_with_case
-def case_slice(request, case, volumes, plane: str, index: int, ext: str):
-    return slice_response(request, volumes, plane=plane, index=index, ext=ext)
+def case_centroids(case: Case, volumes: VolumeSet) -> dict[int, tuple]:
+    """Vertebra centroids (RAS mm) from the catalog's label statistics."""
+    return {v.label: (v.centroid_x, v.centroid_y, v.centroid_z) for v in case.vertebrae.all()}
 
 
-@_with_case
-def case_projection(request, case, volumes, plane: str, ext: str):
-    return projection_response(request, volumes, plane=plane, ext=ext)
-
-
-@_with_case
-def case_thumbnail(request, case, volumes, ext: str):
-    return thumbnail_response(request, volumes, ext=ext)
-
-
-@_with_case
-def case_volume(request, case, volumes):
-    centroids = {v.label: (v.centroid_x, v.centroid_y, v.centroid_z) for v in case.vertebrae.all()}
-    return volume_response(request, volumes, centroids_mm=centroids)
-
-
-@_with_case
-def case_voxel(request, case, volumes):
-    return voxel_response(request, volumes)
-
-
-@_with_case
-def case_file(request, case, volumes, which: str):
+def _case_file(request, case, volumes, which: str):
     if which not in ("image", "label"):
         return error_response(404, "files are 'image' or 'label'")
     path = volumes.image if which == "image" else volumes.labels
     if path is None:
         return error_response(404, f"case {case.case_id} has no label file")
     return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)
+
+
+case_file = resolved(resolve_case, _case_file, keys=("case_id",))

@@ -8,10 +8,11 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from viewer.api.case_tiles import Unavailable, case_volumes
+from viewer.api.case_tiles import case_volumes
 from viewer.imaging.volume_io import VolumeError
 from viewer.models import SPLITS, Case
 from viewer.tile_service import thumbnail_bytes
+from viewer.tile_urls import Unavailable
 from viewer.volume_store import VolumeSet, volume_cache
 
 
