@@ -26,9 +26,9 @@ def timed(fn, *args, **kwargs):
 def bench_ingestion(workdir, n_cases: int) -> None:
     import nibabel as nib
 
+    from ctspine.phantom.anatomy import plan_cases, write_dataset
     from viewer.ingest import ingest
     from viewer.models import Case
-    from viewer.phantom import plan_cases, write_dataset
 
     root = workdir / "phantom"
     specs = plan_cases(n_cases, seed=3, full_size=True)
@@ -71,7 +71,7 @@ def bench_search(repeats: int) -> None:
     from django.core.management import call_command
     from django.test import Client
 
-    from viewer.imaging.labels import mask_of
+    from ctspine.labels import mask_of
     from viewer.models import Case
 
     Case.objects.all().delete()

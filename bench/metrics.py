@@ -1,4 +1,4 @@
-"""Benchmark inference.metrics.compare_labels against medpy, the CTSpine1K evaluation script's way.
+"""Benchmark ctspine.metrics.compare_labels against medpy, the CTSpine1K evaluation script's way.
 
 Builds a 512 x 512 x 500 label pair (0.78 x 0.78 x 1.0 mm) with 12 vertebrae T6-L5 stacked
 along the third axis: vertebral body, arch, spinous and transverse processes, rough surfaces.
@@ -31,8 +31,8 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.metrics import compare_labels  # noqa: E402
-from viewer.imaging.labels import label_name  # noqa: E402
+from ctspine.labels import label_name  # noqa: E402
+from ctspine.metrics import compare_labels  # noqa: E402
 
 SHAPE = (512, 512, 500)
 SPACING = (0.78, 0.78, 1.0)

@@ -65,9 +65,9 @@ def run(args, workdir):
     from django.core.management import call_command
     from django.test import Client
 
+    from ctspine.phantom.anatomy import plan_cases, write_dataset
     from viewer.models import Case
-    from viewer.phantom import plan_cases, write_dataset
-    from viewer.volume_store import volume_cache
+    from viewer.tiles.volumes import volume_cache
 
     root = workdir / "phantom"
     specs = [s for s in plan_cases(24, seed=5, full_size=True) if s.section != "cervical"][:1]

@@ -158,9 +158,9 @@ def main() -> None:
     viewport = {"width": width, "height": height}
 
     workdir = setup_django()
+    from ctspine.phantom.anatomy import plan_cases, write_dataset
     from viewer.ingest import ingest
     from viewer.models import Case
-    from viewer.phantom import plan_cases, write_dataset
 
     data_root = workdir / "CTSpine1K"
     specs = plan_cases(1, seed=args.seed, full_size=True)

@@ -33,9 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from viewer.imaging import display, encode, windowing  # noqa: E402
-from viewer.imaging.volume_cache import VolumeCache, write_sagittal_copy  # noqa: E402
-from viewer.imaging.volume_io import read_volume  # noqa: E402
+from ctspine.imaging import display, encode, windowing  # noqa: E402
+from ctspine.imaging.volume_io import read_volume  # noqa: E402
+from ctspine.volume_cache import VolumeCache, write_sagittal_copy  # noqa: E402
 
 PLANES = display.PLANES
 

@@ -2,10 +2,10 @@
 
 This is the worker function of ``evaluation.evaluate``: it runs in a process pool, takes a small
 picklable :class:`PairTask` of paths and returns a picklable :class:`PairResult` of plain values.
-Both volumes are read as RAS+ label maps (``viewer.imaging.volume_io``), so a prediction stored
+Both volumes are read as RAS+ label maps (``ctspine.imaging.volume_io``), so a prediction stored
 in another orientation but on the same world grid compares correctly; a prediction on another
 grid (shape, or voxel positions more than 1e-3 mm apart) is a "grid mismatch", not an error of
-the run. Metrics and their conventions are those of ``inference.metrics.compare_labels``.
+the run. Metrics and their conventions are those of ``ctspine.metrics.compare_labels``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from inference.metrics import compare_labels
-from viewer.imaging.volume_io import VolumeError, check_same_grid, read_volume
+from ctspine.imaging.volume_io import VolumeError, check_same_grid, read_volume
+from ctspine.metrics import compare_labels
 
 OK = "ok"
 MISSING = "missing"
@@ -36,7 +36,7 @@ class PairTask:
 
 @dataclass(frozen=True)
 class LabelRow:
-    """The metrics of one vertebra label (1-25) of one case, as ``inference.metrics.LabelMetrics``
+    """The metrics of one vertebra label (1-25) of one case, as ``ctspine.metrics.LabelMetrics``
     plus the level check: ``predicted_as`` is the predicted vertebra label covering most of the
     reference vertebra (None: none, or the label is in the prediction only), ``off_by_one`` that
     it is a neighbouring level. Dice and NSD are fractions; distances in mm, None when the label

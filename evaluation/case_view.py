@@ -1,6 +1,6 @@
 """One evaluated case in the viewer: the image with the run's prediction, the ground truth and
 the comparison overlay, beside the case's per-vertebra metrics. Tile endpoints reuse
-viewer.tile_urls with a VolumeSet whose labels are the prediction and reference the truth."""
+viewer.tiles.urls with a VolumeSet whose labels are the prediction and reference the truth."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404
 from django.shortcuts import render
 
+from ctspine.dataset.layout import PathOutsideRoot
 from evaluation.models import OK, CaseResult
-from viewer.api.case_tiles import case_volumes
-from viewer.dataset.layout import PathOutsideRoot
 from viewer.permissions import dataset_visible_to
-from viewer.tile_urls import Unavailable
-from viewer.volume_store import VolumeSet
+from viewer.tiles.case import case_volumes
+from viewer.tiles.urls import Unavailable
+from viewer.tiles.volumes import VolumeSet
 
 LAYER_TITLES = json.dumps(
     {"labels": "Prediction", "reference": "Ground truth", "compare": "Comparison"}

@@ -24,13 +24,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ctspine.dataset.layout import PathOutsideRoot, resolve_inside
 from evaluation import table2
 from evaluation.case_metrics import MISSING, OK, PairResult, PairTask, evaluate_pair
 from evaluation.models import EVALUATED_SPLITS, CaseResult, EvaluationRun, LabelResult
 from evaluation.prediction_files import match_predictions
 from evaluation.reports import run_document
 from evaluation.result_files import file_stem, labels_csv, table_csv, write_json, write_text
-from viewer.dataset.layout import PathOutsideRoot, resolve_inside
 from viewer.models import Case
 
 # progress(iterable, total) -> the same items, e.g. wrapped in a tqdm bar.

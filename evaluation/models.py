@@ -2,7 +2,7 @@
 
 ``EvaluationRun``: one ``manage.py evaluate`` of a prediction folder. ``CaseResult``: one row
 per case of the evaluated split (evaluated, or why not). ``LabelResult``: one row per vertebra
-label counted in a case (see ``inference.metrics`` for when a label is counted). Dice and NSD
+label counted in a case (see ``ctspine.metrics`` for when a label is counted). Dice and NSD
 are fractions in [0, 1]; distances are in mm, null where not defined.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from django.db import models
 
+from ctspine.labels import label_name
 from evaluation.case_metrics import GRID_MISMATCH, MISSING, OK, UNREADABLE
 from evaluation.table2 import CaseRecord, LabelValue
-from viewer.imaging.labels import label_name
 from viewer.models import Case
 
 EVALUATED_SPLITS = {

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from viewer.imaging.labels import LABELS
+from ctspine.labels import LABELS
 
 CHANNEL_SUFFIX = "_0000"
 FILE_ENDING = ".nii.gz"

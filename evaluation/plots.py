@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from viewer.imaging.labels import LABEL_BY_VALUE
+from ctspine.labels import LABEL_BY_VALUE
 
 COLUMN_WIDTH = 34
 PLOT_HEIGHT = 200

@@ -13,11 +13,11 @@ from urllib.parse import urlencode
 
 from django.http import QueryDict
 
+from ctspine.labels import label_name, parse_label
 from evaluation import table2
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
 from evaluation.plots import strip_plot
 from viewer.filters import PARAMETERS, CaseFilter
-from viewer.imaging.labels import label_name, parse_label
 from viewer.models import ANOMALIES, SOURCES, SPLITS, Case
 
 # Parameters of the run pages besides the case search ones: which vertebra's metrics to list,

@@ -5,7 +5,7 @@ Layout (CTSpine1K paper, Table 2): one row per vertebra C1 ... L6, then "Mean of
 page and in the printout (:data:`CONVENTIONS`):
 
 - a vertebra's cell averages its Dice over the cases where that vertebra is counted (in the
-  ground truth, the prediction or both: ``inference.metrics``), and its HD95 over the cases
+  ground truth, the prediction or both: ``ctspine.metrics``), and its HD95 over the cases
   where the HD95 is defined (the vertebra in both);
 - "Mean of Vertebrae" is the mean over cases of each case's own mean over its vertebrae (Dice
   over the vertebrae counted, HD95 over those where defined);
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import fmean
 
-from viewer.imaging.labels import LABELS, label_name
+from ctspine.labels import LABELS, label_name
 
 CONVENTIONS: tuple[str, ...] = (
     "Per vertebra: Dice averaged over the cases where the vertebra is in the ground truth or "

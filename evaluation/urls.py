@@ -1,7 +1,7 @@
 from django.urls import path
 
 from evaluation import api, case_view, views
-from viewer.tile_urls import tile_urlpatterns
+from viewer.tiles.urls import tile_urlpatterns
 
 urlpatterns = [
     path("evaluations/", views.run_list, name="evaluation-list"),

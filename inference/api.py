@@ -29,8 +29,8 @@ from inference.serializers import (
 )
 from viewer.api.pagination import CasePagination
 from viewer.models import Case
-from viewer.tile_urls import Unavailable
-from viewer.volume_store import VolumeSet
+from viewer.tiles.urls import Unavailable
+from viewer.tiles.volumes import VolumeSet
 
 
 def _error(message: str, code: int, **extra) -> Response:

@@ -22,11 +22,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ctspine.dataset.layout import PathOutsideRoot, resolve_inside
 from inference.models import SegmentationJob
 from inference.pipeline import SegmentationOutcome
-from viewer.dataset.layout import PathOutsideRoot, resolve_inside
 from viewer.models import Case
-from viewer.volume_store import VolumeSet
+from viewer.tiles.volumes import VolumeSet
 
 logger = logging.getLogger(__name__)
 

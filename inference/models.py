@@ -136,7 +136,7 @@ class SegmentationJob(models.Model):
     labels_present = models.JSONField(default=list, blank=True)  # predicted values 1-25
     # {"prediction": {"20": {"mm": [x, y, z], "voxel": [i, j, k]}}, "reference": {...}}: RAS+.
     centroids = models.JSONField(default=dict, blank=True)
-    metrics = models.JSONField(null=True, blank=True)  # inference.metrics Comparison.to_dict()
+    metrics = models.JSONField(null=True, blank=True)  # ctspine.metrics Comparison.to_dict()
 
     objects = SegmentationJobQuerySet.as_manager()
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ctspine.labels import LABELS
 from inference.predictor import write_checkpoint
-from viewer.imaging.labels import LABELS
 
 CTSPINE_LABEL_NAMES: tuple[str, ...] = tuple(label.name for label in LABELS)  # C1 ... L6
 TRAINER = "nnUNetTrainer"

@@ -2,7 +2,7 @@
 ground truth. Pure Python, no Django: a task calls it with paths and a loaded predictor, a
 benchmark calls it the same way.
 
-Arrays are handled in RAS+ order (``viewer.imaging.volume_io``); the prediction is written back in
+Arrays are handled in RAS+ order (``ctspine.imaging.volume_io``); the prediction is written back in
 the image file's own stored orientation, so it overlays the uploaded file voxel for voxel in any
 tool. Distances are in mm, centroids in RAS+ world mm, timings in seconds.
 """
@@ -21,9 +21,9 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
-from inference.metrics import compare_labels
-from viewer.imaging.label_stats import summarize_labels
-from viewer.imaging.volume_io import Volume, check_same_grid, read_volume
+from ctspine.imaging.label_stats import summarize_labels
+from ctspine.imaging.volume_io import Volume, check_same_grid, read_volume
+from ctspine.metrics import compare_labels
 
 PREDICTION_FILE = "prediction.nii.gz"
 # Share of the progress bar per stage; the network pass dominates on real scans.
@@ -44,7 +44,7 @@ class Predictor(Protocol):
 class SegmentationOutcome:
     """Result of :func:`segment`. ``centroids`` maps "prediction"/"reference" to label value ->
     {"mm": RAS+ world position, "voxel": RAS+ voxel index}; ``comparison`` is
-    ``inference.metrics.Comparison.to_dict()`` (None without ground truth)."""
+    ``ctspine.metrics.Comparison.to_dict()`` (None without ground truth)."""
 
     prediction_path: Path
     labels_present: tuple[int, ...]

@@ -7,7 +7,7 @@ is run by a :class:`VertebraPredictor`, which a worker builds once per process t
 Axis order (one convention everywhere in this module):
 
 * ``image`` arrays are in NIfTI voxel index order (i, j, k), as nibabel gives them; in this project
-  that is RAS+ canonical order (``viewer.imaging.volume_io``). ``spacing_mm`` is (i, j, k) in mm.
+  that is RAS+ canonical order (``ctspine.imaging.volume_io``). ``spacing_mm`` is (i, j, k) in mm.
 * nnU-Net's own convention is the array SimpleITK returns for a NIfTI file, which is (k, j, i), with
   the spacing reversed to match. :meth:`VertebraPredictor.predict` transposes on the way in and back
   on the way out, so the label volume it returns lies on the input grid, in the input order.

@@ -1,5 +1,5 @@
 """What the job page shows beside the viewer: the per-vertebra metrics table, shaped from the
-job's stored comparison (``inference.metrics.Comparison.to_dict()``). No I/O.
+job's stored comparison (``ctspine.metrics.Comparison.to_dict()``). No I/O.
 
 Dice is shown in percent, distances in mm. Each vertebra row carries the RAS voxel of its
 centroid (the prediction's, or the ground truth's for a missed vertebra), so a click can put the
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from inference.metrics import CONVENTIONS
+from ctspine.metrics import CONVENTIONS
 
 
 @dataclass(frozen=True)

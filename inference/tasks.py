@@ -19,12 +19,12 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 from django_tasks import task
 
+from ctspine.imaging.volume_io import VolumeError
 from inference import jobs, pipeline
 from inference.jobs import JobInputError
 from inference.model_settings import configured_model, model_error_message
 from inference.models import SegmentationJob
 from inference.nnunet.config import ModelConfigError
-from viewer.imaging.volume_io import VolumeError
 
 logger = logging.getLogger(__name__)
 

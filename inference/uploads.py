@@ -6,7 +6,7 @@ files already on disk, streaming through them in chunks so that no volume is eve
 whole. Every refusal is an :class:`UploadError` whose message names the user's file and says what
 is wrong. Zips of DICOM series are unpacked and converted by :mod:`inference.dicom_zip`.
 
-Geometry is reported as :mod:`viewer.imaging.volume_io` does: shape and spacing (mm) in RAS+
+Geometry is reported as :mod:`ctspine.imaging.volume_io` does: shape and spacing (mm) in RAS+
 order after reorientation, the affine mapping RAS voxel indices to world mm, and the stored
 orientation as axis codes ("LPS").
 """
@@ -23,14 +23,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from viewer.imaging.labels import MAX_LABEL
-from viewer.imaging.volume_io import (
+from ctspine.imaging.volume_io import (
     GZIP_MAGIC,
     HeaderInfo,
     VolumeError,
     check_same_grid,
     read_header_info,
 )
+from ctspine.labels import MAX_LABEL
 
 try:  # ISA-L streams gzip ~2x faster than the standard library; same interface.
     from isal import igzip as _gzip

@@ -3,7 +3,7 @@
 from django.urls import path, re_path
 
 from inference import api, views
-from viewer.tile_urls import tile_urlpatterns
+from viewer.tiles.urls import tile_urlpatterns
 
 urlpatterns = [
     re_path(r"^uploads/new/?$", views.upload_new, name="upload-new"),

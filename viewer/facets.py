@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from viewer.imaging.labels import LABELS, values_of
+from ctspine.labels import LABELS, values_of
 
 
 def facet_counts(queryset) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import django_filters
 from django import forms
 
-from viewer.imaging.labels import LABEL_BY_VALUE, parse_label
+from ctspine.labels import LABEL_BY_VALUE, parse_label
 from viewer.models import ANOMALIES, POSITIONS, SOURCES, SPLITS, Case
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from viewer.dataset.case_reader import CaseReading, file_identity, read_case
-from viewer.dataset.layout import CaseFiles, discover_case_ids, find_case_files, source_of
-from viewer.dataset.metadata import load_curated_anomalies, parse_path_csv, parse_split
-from viewer.imaging.labels import mask_of
+from ctspine.dataset.case_reader import CaseReading, file_identity, read_case
+from ctspine.dataset.layout import CaseFiles, discover_case_ids, find_case_files, source_of
+from ctspine.dataset.metadata import load_curated_anomalies, parse_path_csv, parse_split
+from ctspine.labels import mask_of
 from viewer.models import Case, VertebraStats
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import F
 
-from viewer.imaging.labels import LABEL_BY_VALUE, mask_of, values_of
+from ctspine.labels import LABEL_BY_VALUE, mask_of, values_of
 
 SOURCES = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19", "VerSe")
 SPLITS = ("train", "test_public", "test_private")

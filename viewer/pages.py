@@ -6,9 +6,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render
 
+from ctspine.labels import LABELS
 from viewer.facets import facet_counts
 from viewer.filters import CaseFilter
-from viewer.imaging.labels import LABELS
 from viewer.models import ANOMALIES, POSITIONS, SOURCES, SPLITS, Case
 from viewer.permissions import dataset_visible_to
 

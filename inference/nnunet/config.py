@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from viewer.imaging.labels import LABEL_BY_NAME, MAX_LABEL, parse_label
+from ctspine.labels import LABEL_BY_NAME, MAX_LABEL, parse_label
 
 ENV_MODEL_DIR = "CTSPINE_NNUNET_MODEL_DIR"
 ENV_FOLDS = "CTSPINE_NNUNET_FOLDS"

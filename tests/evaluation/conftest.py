@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from viewer.imaging.volume_io import read_volume
-from viewer.phantom import plan_cases
+from ctspine.imaging.volume_io import read_volume
+from ctspine.phantom.anatomy import plan_cases
 
 # The 24-case phantom of tests/conftest.py: its test cases and what each prediction does.
 PERFECT = "perfect copy"
@@ -46,7 +46,7 @@ SHIFT_SLICES = 2
 
 @dataclass
 class Expected:
-    """Per evaluated case, computed independently of inference.metrics: Dice per label counted,
+    """Per evaluated case, computed independently of ctspine.metrics: Dice per label counted,
     the labels whose HD95 is defined, mean Dice, spine Dice; and level-error expectations."""
 
     dice: dict[str, dict[int, float]] = field(default_factory=dict)

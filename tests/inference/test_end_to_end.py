@@ -16,12 +16,12 @@ from django_tasks_db.models import DBTaskResult
 from django_tasks_rq import Job as RQJob
 from rq import SimpleWorker
 
+from ctspine.imaging.volume_io import read_volume
 from inference import jobs
 from inference.models import SegmentationJob
 from inference.predictor import PredictorConfig, VertebraPredictor
 from tests.conftest import service_listening
 from tests.inference.conftest import FOREIGN_LABEL_MAP, run_db_worker
-from viewer.imaging.volume_io import read_volume
 
 REDIS = ("127.0.0.1", 6379)
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"  # a database of its own, emptied by the test

@@ -22,8 +22,8 @@ from django.core.management import call_command
 from django.db import OperationalError, connection
 from django.utils import timezone
 
+from ctspine.metrics import compare_labels
 from inference import jobs, services, tasks
-from inference.metrics import compare_labels
 from inference.models import SegmentationJob, Upload
 from inference.uploads import IncomingFile
 from tests.conftest import REPO

@@ -8,11 +8,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ctspine.labels import LABELS, WINDOW_PRESETS
 from viewer.api.pagination import CasePagination
 from viewer.api.serializers import CaseDetailSerializer, CaseListSerializer
 from viewer.facets import facet_counts
 from viewer.filters import CaseFilter, unknown_parameters
-from viewer.imaging.labels import LABELS, WINDOW_PRESETS
 from viewer.models import Case
 
 FILTER_PARAMETERS = [

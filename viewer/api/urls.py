@@ -1,7 +1,8 @@
 from django.urls import path
 
-from viewer.api import case_tiles, catalog
-from viewer.tile_urls import tile_urlpatterns
+from viewer.api import catalog
+from viewer.tiles import case as case_tiles
+from viewer.tiles.urls import tile_urlpatterns
 
 urlpatterns = [
     path("cases/", catalog.CaseList.as_view(), name="api-case-list"),

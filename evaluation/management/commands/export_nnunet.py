@@ -4,8 +4,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from ctspine.dataset.layout import PathOutsideRoot, resolve_inside
 from evaluation.nnunet_export import ExportCase, export_dataset
-from viewer.dataset.layout import PathOutsideRoot, resolve_inside
 from viewer.models import Case
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from viewer.phantom import plan_cases, write_dataset
+from ctspine.phantom.anatomy import plan_cases, write_dataset
 
 
 class Command(BaseCommand):

@@ -8,12 +8,12 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from viewer.api.case_tiles import case_volumes
-from viewer.imaging.volume_io import VolumeError
+from ctspine.imaging.volume_io import VolumeError
 from viewer.models import SPLITS, Case
-from viewer.tile_service import thumbnail_bytes
-from viewer.tile_urls import Unavailable
-from viewer.volume_store import VolumeSet, volume_cache
+from viewer.tiles.case import case_volumes
+from viewer.tiles.responses import thumbnail_bytes
+from viewer.tiles.urls import Unavailable
+from viewer.tiles.volumes import VolumeSet, volume_cache
 
 
 def warm_volumes(volumes: VolumeSet) -> str:
