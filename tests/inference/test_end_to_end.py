@@ -19,7 +19,8 @@ from rq import SimpleWorker
 from ctspine.imaging.volume_io import read_volume
 from inference import jobs
 from inference.models import SegmentationJob
-from inference.predictor import PredictorConfig, VertebraPredictor
+from inference.nnunet.config import PredictorConfig
+from inference.predictor import VertebraPredictor
 from tests.conftest import service_listening
 from tests.inference.conftest import FOREIGN_LABEL_MAP, run_db_worker
 

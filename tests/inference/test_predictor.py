@@ -20,8 +20,7 @@ import torch
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from inference.nnunet_model_folder import build_tiny_model_folder, spine_phantom
-from inference.predictor import (
+from inference.nnunet.config import (
     ENV_CHECKPOINT,
     ENV_DEVICE,
     ENV_FOLDS,
@@ -31,15 +30,14 @@ from inference.predictor import (
     ModelConfigError,
     ModelNotConfigured,
     PredictorConfig,
-    VertebraPredictor,
     check_model_folder,
-    clear_predictors,
     default_label_map,
     detect_folds,
-    get_predictor,
     parse_folds,
 )
+from inference.predictor import VertebraPredictor, clear_predictors, get_predictor
 from tests.conftest import REPO
+from tests.support.model_folder import build_tiny_model_folder, spine_phantom
 
 SAMPLE_CT = "ts_example_ct_3mm.nii.gz"
 
