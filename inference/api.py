@@ -16,7 +16,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference import jobs, services, upload_handlers
-from inference.model_settings import model_error_message
+from inference.jobs import JobInputError, JobStateError
+from inference.model_settings import model_error_message, model_status
 from inference.models import SegmentationJob, Upload
 from inference.nnunet.config import ModelConfigError
 from inference.serializers import (
@@ -27,6 +28,7 @@ from inference.serializers import (
     UploadCreateSerializer,
     UploadSerializer,
 )
+from inference.uploads import UploadError
 from viewer.api.pagination import CasePagination
 from viewer.models import Case
 from viewer.tiles.urls import Unavailable
@@ -74,7 +76,7 @@ class UploadListCreate(APIView):
     @extend_schema(request=UploadCreateSerializer, responses={201: UploadCreatedSerializer})
     def post(self, request):
         handler = self.upload_handler
-        model = services.model_status()
+        model = model_status()
         if not model.available:
             return _error(model.message, status.HTTP_503_SERVICE_UNAVAILABLE)
         limit = services.upload_limit_bytes()
@@ -96,7 +98,7 @@ class UploadListCreate(APIView):
             job = services.create_job(
                 user=request.user, upload=upload, mode=form.validated_data.get("mode")
             )
-        except services.UploadError as exc:
+        except UploadError as exc:
             return _error(exc.message, exc.status, field=exc.field)
         except ModelConfigError as exc:
             return _error(model_error_message(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
@@ -113,7 +115,6 @@ class JobListCreate(APIView):
 
     @extend_schema(responses=JobSummarySerializer(many=True))
     def get(self, request):
-        services.reap_stale_jobs()
         own = SegmentationJob.objects.visible_to(request.user).select_related("upload", "case")
         paginator = CasePagination()
         page = paginator.paginate_queryset(own, request, view=self)
@@ -139,7 +140,7 @@ class JobListCreate(APIView):
                 job = services.create_job(
                     user=request.user, upload=upload.get(), mode=data.get("mode")
                 )
-        except services.JobInputError as exc:
+        except JobInputError as exc:
             return _error(exc.message, exc.status)
         except ModelConfigError as exc:
             return _error(model_error_message(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
@@ -173,7 +174,7 @@ class JobCancel(APIView):
         job = _own_job(request, job_id)
         try:
             job = services.cancel_job(job)
-        except services.JobStateError as exc:
+        except JobStateError as exc:
             return _error(exc.message, exc.status)
         return Response(JobSerializer(job).data)
 
@@ -191,7 +192,7 @@ def resolve_job(request, *, job_id: int) -> tuple[SegmentationJob, VolumeSet]:
         raise Unavailable(404, f"no job {job_id}") from None
     try:
         return job, jobs.job_volumes(job)
-    except jobs.JobInputError as exc:
+    except JobInputError as exc:
         raise Unavailable(exc.status, exc.message) from None
 
 

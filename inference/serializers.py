@@ -6,7 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from inference.models import MODES, SegmentationJob, Upload
+from inference.models import SegmentationJob, Upload
 
 FILES = ("image", "prediction", "reference")
 
@@ -106,7 +106,7 @@ class JobCreateSerializer(serializers.Serializer):
 
     case_id = serializers.CharField(required=False)
     upload_id = serializers.IntegerField(required=False)
-    mode = serializers.ChoiceField(choices=MODES, required=False)
+    mode = serializers.ChoiceField(choices=SegmentationJob.Mode.choices, required=False)
 
     def validate(self, attrs):
         if ("case_id" in attrs) == ("upload_id" in attrs):
@@ -119,7 +119,7 @@ class UploadCreateSerializer(serializers.Serializer):
 
     image = serializers.FileField()
     label = serializers.FileField(required=False)
-    mode = serializers.ChoiceField(choices=MODES, required=False)
+    mode = serializers.ChoiceField(choices=SegmentationJob.Mode.choices, required=False)
 
 
 class UploadCreatedSerializer(serializers.Serializer):

@@ -17,10 +17,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from inference import jobs, services, upload_handlers
 from inference.forms import SegmentCaseForm, UploadForm
-from inference.model_settings import model_error_message
+from inference.jobs import JobInputError, JobStateError
+from inference.model_settings import model_error_message, model_status
 from inference.models import SegmentationJob
 from inference.nnunet.config import ModelConfigError
 from inference.presentation import metrics_table
+from inference.uploads import UploadError
 from viewer.models import Case
 
 PAGE_SIZE = 50
@@ -45,7 +47,7 @@ def _upload_page(request, form, model, *, status: int = 200, refusal: str = ""):
 @login_required
 def upload_new(request):
     """The upload form; a POST checks, stores and queues, then shows the job."""
-    model = services.model_status()
+    model = model_status()
     if request.method != "POST":
         return _upload_page(request, UploadForm(), model)
     if not model.available:  # refused before a byte of the body is read
@@ -77,7 +79,7 @@ def _receive_upload(request, handler, model):
             label=label.incoming() if label else None,
         )
         job = services.create_job(user=request.user, upload=upload, mode=form.cleaned_data["mode"])
-    except services.UploadError as exc:
+    except UploadError as exc:
         form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         return _upload_page(request, form, model, status=exc.status)
     except ModelConfigError as exc:
@@ -89,7 +91,6 @@ def _receive_upload(request, handler, model):
 @login_required
 @require_GET
 def job_list(request):
-    services.reap_stale_jobs()
     own = SegmentationJob.objects.visible_to(request.user).select_related("upload", "case")
     page = Paginator(own, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "inference/job_list.html", {"page": page})
@@ -141,7 +142,7 @@ def job_cancel(request, job_id: int):
     job = _own_job(request, job_id)
     try:
         services.cancel_job(job)
-    except services.JobStateError:
+    except JobStateError:
         pass  # finished meanwhile: the page shows how
     return redirect("job-detail", job_id=job.pk)
 
@@ -153,7 +154,7 @@ def job_file(request, job_id: int, which: str):
     job = _own_job(request, job_id)
     try:
         files = jobs.job_files(job)
-    except jobs.JobInputError:
+    except JobInputError:
         raise Http404("this job's files are gone") from None
     path = {
         "image": files.image,
@@ -179,7 +180,7 @@ def case_segment(request, case_id: str):
     mode = form.cleaned_data.get("mode") if form.is_valid() else None
     try:
         job = services.create_job(user=request.user, case=case, mode=mode or None)
-    except services.JobInputError as exc:
+    except JobInputError as exc:
         return _refused(request, case, exc.message, status=exc.status)
     except ModelConfigError as exc:
         return _refused(request, case, model_error_message(exc), status=503)
