@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from viewer.models import Case
@@ -250,6 +251,9 @@ class SegmentationJob(models.Model):
 
     def __str__(self) -> str:
         return f"job #{self.pk} {self.title} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("inference:job-detail", args=[self.pk])
 
     @property
     def is_final(self) -> bool:

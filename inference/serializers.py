@@ -69,19 +69,18 @@ class JobSummarySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_urls(self, job) -> dict:
-        api = f"/api/jobs/{job.pk}"
         urls = {
-            "self": f"{api}/",
-            "page": reverse("job-detail", args=[job.pk]),
-            "cancel": f"{api}/cancel/",
-            "volume": f"{api}/volume/",
+            "self": reverse("inference:api-job-detail", args=[job.pk]),
+            "page": job.get_absolute_url(),
+            "cancel": reverse("inference:api-job-cancel", args=[job.pk]),
+            "volume": reverse("inference:api-job-volume", args=[job.pk]),
         }
         for which in FILES:
             if which == "prediction" and job.status != SegmentationJob.Status.SUCCEEDED:
                 continue
             if which == "reference" and not job.has_reference:
                 continue
-            urls[which] = reverse("api-job-file", args=[job.pk, which])
+            urls[which] = reverse("inference:api-job-file", args=[job.pk, which])
         return urls
 
 

@@ -10,8 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template import TemplateDoesNotExist
-from django.template.loader import get_template
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
@@ -26,7 +25,6 @@ from inference.uploads import UploadError
 from viewer.models import Case
 
 PAGE_SIZE = 50
-VIEWER_TEMPLATE = "viewer/_viewer.html"
 # What the viewer's layer switch calls the job's label maps.
 LAYER_TITLES = json.dumps(
     {"labels": "Prediction", "reference": "Ground truth", "compare": "Comparison"}
@@ -85,7 +83,7 @@ def _receive_upload(request, handler, model):
     except ModelConfigError as exc:
         form.add_error(None, model_error_message(exc))
         return _upload_page(request, form, model, status=503)
-    return redirect("job-detail", job_id=job.pk)
+    return redirect(job)
 
 
 @login_required
@@ -103,15 +101,6 @@ def _own_job(request, job_id: int) -> SegmentationJob:
     )
 
 
-def _viewer_template() -> str | None:
-    """The shared viewer's template, once it exists (the job page degrades to links without)."""
-    try:
-        get_template(VIEWER_TEMPLATE)
-    except TemplateDoesNotExist:
-        return None
-    return VIEWER_TEMPLATE
-
-
 @login_required
 @require_GET
 def job_detail(request, job_id: int):
@@ -119,8 +108,7 @@ def job_detail(request, job_id: int):
     context = {
         "job": job,
         "table": metrics_table(job.metrics, job.centroids),
-        "viewer_template": _viewer_template(),
-        "api_base": f"/api/jobs/{job.pk}",
+        "api_base": reverse("inference:api-job-detail", args=[job.pk]),
         "layer_titles": LAYER_TITLES,
         "files": _download_names(job),
     }
@@ -144,7 +132,7 @@ def job_cancel(request, job_id: int):
         services.cancel_job(job)
     except JobStateError:
         pass  # finished meanwhile: the page shows how
-    return redirect("job-detail", job_id=job.pk)
+    return redirect(job)
 
 
 @login_required
@@ -184,7 +172,7 @@ def case_segment(request, case_id: str):
         return _refused(request, case, exc.message, status=exc.status)
     except ModelConfigError as exc:
         return _refused(request, case, model_error_message(exc), status=503)
-    return redirect("job-detail", job_id=job.pk)
+    return redirect(job)
 
 
 def _refused(request, case, message: str, *, status: int):

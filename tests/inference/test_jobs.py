@@ -150,7 +150,7 @@ def test_result_page_shows_metrics_table_and_downloads(alice, user, model, phant
     assert 'id="metrics-table"' in page
     assert 'data-label="20"' in page and 'href="?ax=3&amp;co=2&amp;sa=1"' in page
     assert "Mean of Vertebrae" in page and "Mean of Spine" in page
-    assert f'data-viewer data-api="/api/jobs/{job.pk}"' in page  # the shared viewer, on this job
+    assert f'data-viewer data-api="/api/jobs/{job.pk}/"' in page  # the shared viewer, on this job
     assert "data-layer-titles=" in page and "Ground truth" in page
     for which in ("image", "prediction", "reference"):
         assert f'href="/jobs/{job.pk}/files/{which}"' in page
@@ -159,6 +159,24 @@ def test_result_page_shows_metrics_table_and_downloads(alice, user, model, phant
         download["Content-Disposition"] == f'attachment; filename="job{job.pk}-prediction.nii.gz"'
     )
     assert download["Cache-Control"] == "private, no-store"
+
+
+@pytest.mark.django_db
+def test_job_urls_in_the_api_are_the_routes_of_the_job(api, user, model, phantom_files, tmp_path):
+    job = finished_job(user, phantom_files, tmp_path)
+    urls = api.get(f"/api/jobs/{job.pk}/").json()["urls"]
+    assert urls == {
+        "self": f"/api/jobs/{job.pk}/",
+        "page": f"/jobs/{job.pk}/",
+        "cancel": f"/api/jobs/{job.pk}/cancel/",
+        "volume": f"/api/jobs/{job.pk}/volume/",
+        "image": f"/api/jobs/{job.pk}/files/image/",
+        "prediction": f"/api/jobs/{job.pk}/files/prediction/",
+        "reference": f"/api/jobs/{job.pk}/files/reference/",
+    }
+    assert job.get_absolute_url() == urls["page"]
+    for name, url in urls.items():
+        assert api.get(url).status_code == (405 if name == "cancel" else 200), url  # cancel: POST
 
 
 # --- cancellation -----------------------------------------------------------------------------------
