@@ -9,7 +9,7 @@ Axis order (one convention everywhere in this module):
 * ``image`` arrays are in NIfTI voxel index order (i, j, k), as nibabel gives them; in this project
   that is RAS+ canonical order (``ctspine.imaging.volume_io``). ``spacing_mm`` is (i, j, k) in mm.
 * nnU-Net's own convention is the array SimpleITK returns for a NIfTI file, which is (k, j, i), with
-  the spacing reversed to match. :meth:`VertebraPredictor.predict` transposes on the way in and back
+  the spacing reversed to match. :meth:`VertebraPredictor.predict_result` transposes on the way in and back
   on the way out, so the label volume it returns lies on the input grid, in the input order.
 * ``plans.json`` values (``patch_size``, ``spacing``, ``transpose_forward``) are in nnU-Net's
   (k, j, i) order, as nnU-Net writes them.
@@ -161,16 +161,6 @@ class VertebraPredictor:
             return f"cuda:{torch.cuda.current_device()}"
         return str(self.device)
 
-    def predict(
-        self,
-        *,
-        image: np.ndarray,
-        spacing_mm: Sequence[float],
-        progress: ProgressCallback | None = None,
-    ) -> np.ndarray:
-        """Segment the vertebrae of a 3D CT volume; see :meth:`predict_result`."""
-        return self.predict_result(image=image, spacing_mm=spacing_mm, progress=progress).labels
-
     def predict_result(
         self,
         *,
@@ -239,12 +229,6 @@ def get_predictor(config: PredictorConfig) -> VertebraPredictor:
         if predictor is None:
             predictor = _predictors[config] = VertebraPredictor(config)
         return predictor
-
-
-def clear_predictors() -> None:
-    """Forget every cached predictor (tests; or a worker switching models to free memory)."""
-    with _predictors_lock:
-        _predictors.clear()
 
 
 def _resolve_device(name: str) -> torch.device:

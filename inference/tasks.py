@@ -118,8 +118,8 @@ def _run(job: SegmentationJob, monitor: JobMonitor) -> pipeline.SegmentationOutc
 
 def load_predictor(config):
     """The process-wide predictor for ``config`` (loaded on the first job, then reused)."""
-    # Imported here rather than at the top: torch and nnU-Net cost ~6 s and ~470 MB to import,
-    # and the web process imports this module (to enqueue) but never runs a model.
+    # Imported here rather than at the top: torch and nnU-Net take seconds and hundreds of MB to
+    # import (NOTES.md), and the web process imports this module (to enqueue) but never runs one.
     from inference.predictor import get_predictor
 
     return get_predictor(config)
