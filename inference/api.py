@@ -7,7 +7,6 @@ that does not exist. Errors are JSON ``{"error": message}`` (plus ``field`` for 
 from __future__ import annotations
 
 from django.http import Http404
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -29,6 +28,7 @@ from inference.serializers import (
     UploadSerializer,
 )
 from inference.uploads import UploadError
+from inference.views import own_job
 from viewer.api.pagination import CasePagination
 from viewer.models import Case
 from viewer.tiles.urls import Unavailable
@@ -147,13 +147,6 @@ class JobListCreate(APIView):
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
-def _own_job(request, job_id: int) -> SegmentationJob:
-    return get_object_or_404(
-        SegmentationJob.objects.visible_to(request.user).select_related("upload", "case"),
-        pk=job_id,
-    )
-
-
 class JobDetail(APIView):
     """One of your jobs: state, progress, model, timings (s) and, when done, results and metrics."""
 
@@ -161,7 +154,7 @@ class JobDetail(APIView):
 
     @extend_schema(responses=JobSerializer)
     def get(self, request, job_id: int):
-        return Response(JobSerializer(_own_job(request, job_id)).data)
+        return Response(JobSerializer(own_job(request, job_id)).data)
 
 
 class JobCancel(APIView):
@@ -171,7 +164,7 @@ class JobCancel(APIView):
 
     @extend_schema(request=None, responses=JobSerializer)
     def post(self, request, job_id: int):
-        job = _own_job(request, job_id)
+        job = own_job(request, job_id)
         try:
             job = services.cancel_job(job)
         except JobStateError as exc:
@@ -187,7 +180,7 @@ def resolve_job(request, *, job_id: int) -> tuple[SegmentationJob, VolumeSet]:
     if not request.user.is_authenticated:
         raise Unavailable(403, "Sign in to see your segmentation jobs.")
     try:
-        job = _own_job(request, job_id)
+        job = own_job(request, job_id)
     except Http404:
         raise Unavailable(404, f"no job {job_id}") from None
     try:

@@ -266,6 +266,16 @@ class SegmentationJob(models.Model):
             return self.upload.has_label
         return self.case is not None and self.case.has_label
 
+    def file_names(self) -> list[str]:
+        """The files a user can download: the image, the prediction once the job succeeded, and
+        the ground truth where there is one."""
+        names = ["image"]
+        if self.status == self.Status.SUCCEEDED:
+            names.append("prediction")
+        if self.has_reference:
+            names.append("reference")
+        return names
+
     @property
     def duration_s(self) -> float | None:
         if self.started_at is None or self.finished_at is None:

@@ -8,8 +8,6 @@ from rest_framework import serializers
 
 from inference.models import SegmentationJob, Upload
 
-FILES = ("image", "prediction", "reference")
-
 
 class UploadSerializer(serializers.ModelSerializer):
     has_label = serializers.BooleanField(read_only=True)
@@ -75,11 +73,7 @@ class JobSummarySerializer(serializers.ModelSerializer):
             "cancel": reverse("inference:api-job-cancel", args=[job.pk]),
             "volume": reverse("inference:api-job-volume", args=[job.pk]),
         }
-        for which in FILES:
-            if which == "prediction" and job.status != SegmentationJob.Status.SUCCEEDED:
-                continue
-            if which == "reference" and not job.has_reference:
-                continue
+        for which in job.file_names():
             urls[which] = reverse("inference:api-job-file", args=[job.pk, which])
         return urls
 

@@ -94,7 +94,8 @@ def job_list(request):
     return render(request, "inference/job_list.html", {"page": page})
 
 
-def _own_job(request, job_id: int) -> SegmentationJob:
+def own_job(request, job_id: int) -> SegmentationJob:
+    """The signed-in user's job ``job_id``; 404 for anyone else's, as for one that is not there."""
     return get_object_or_404(
         SegmentationJob.objects.visible_to(request.user).select_related("upload", "case"),
         pk=job_id,
@@ -104,30 +105,21 @@ def _own_job(request, job_id: int) -> SegmentationJob:
 @login_required
 @require_GET
 def job_detail(request, job_id: int):
-    job = _own_job(request, job_id)
+    job = own_job(request, job_id)
     context = {
         "job": job,
         "table": metrics_table(job.metrics, job.centroids),
         "api_base": reverse("inference:api-job-detail", args=[job.pk]),
         "layer_titles": LAYER_TITLES,
-        "files": _download_names(job),
+        "files": job.file_names(),
     }
     return render(request, "inference/job_detail.html", context)
-
-
-def _download_names(job: SegmentationJob) -> list[str]:
-    names = ["image"]
-    if job.status == SegmentationJob.Status.SUCCEEDED:
-        names.append("prediction")
-    if job.has_reference:
-        names.append("reference")
-    return names
 
 
 @login_required
 @require_POST
 def job_cancel(request, job_id: int):
-    job = _own_job(request, job_id)
+    job = own_job(request, job_id)
     try:
         services.cancel_job(job)
     except JobStateError:
@@ -139,16 +131,16 @@ def job_cancel(request, job_id: int):
 @require_GET
 def job_file(request, job_id: int, which: str):
     """Download a job's ``image``, ``prediction`` or ``reference`` (ground truth) as NIfTI."""
-    job = _own_job(request, job_id)
+    job = own_job(request, job_id)
+    if which not in job.file_names():
+        raise Http404(f"job {job.pk} has no {which} file")
     try:
         files = jobs.job_files(job)
     except JobInputError:
         raise Http404("this job's files are gone") from None
-    path = {
-        "image": files.image,
-        "prediction": files.prediction if job.status == SegmentationJob.Status.SUCCEEDED else None,
-        "reference": files.reference,
-    }.get(which)
+    path = {"image": files.image, "prediction": files.prediction, "reference": files.reference}[
+        which
+    ]
     if path is None or not path.exists():
         raise Http404(f"job {job.pk} has no {which} file")
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"

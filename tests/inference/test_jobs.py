@@ -177,6 +177,11 @@ def test_job_urls_in_the_api_are_the_routes_of_the_job(api, user, model, phantom
     assert job.get_absolute_url() == urls["page"]
     for name, url in urls.items():
         assert api.get(url).status_code == (405 if name == "cancel" else 200), url  # cancel: POST
+    SegmentationJob.objects.filter(pk=job.pk).update(status=Status.RUNNING)
+    running = api.get(urls["self"]).json()["urls"]
+    assert "prediction" not in running and {"image", "reference"} <= running.keys()
+    assert api.get(urls["prediction"]).status_code == 404  # only a succeeded job's result
+    assert api.get(urls["image"]).status_code == 200
 
 
 # --- cancellation -----------------------------------------------------------------------------------
