@@ -134,7 +134,7 @@ def prepare(args, workdir: Path) -> None:
     import nibabel as nib
     import numpy as np
 
-    from inference.nnunet_model_folder import build_tiny_model_folder, spine_phantom
+    from tests.support.model_folder import build_tiny_model_folder, spine_phantom
 
     if args.model_dir is None:
         args.model_dir = str(build_tiny_model_folder(workdir / "model"))

@@ -1,9 +1,9 @@
-"""Benchmark the adapter's overhead: VertebraPredictor.predict versus nnU-Net called directly.
+"""Benchmark the adapter's overhead: VertebraPredictor.predict_result versus nnU-Net called directly.
 
-Builds the tiny model folder (inference.nnunet_model_folder) in a temp dir and a spine phantom
+Builds the tiny model folder (tests/support/model_folder.py) in a temp dir and a spine phantom
 of 96³ voxels (int16 HU, 1.6 mm, so nnU-Net resamples it to the model's 2 mm and back), then, on
 the same array with the same model in the same process, after one warm-up each:
-- ours: ``VertebraPredictor.predict`` (transpose in, label map, transpose back, copy);
+- ours: ``VertebraPredictor.predict_result`` (transpose in, label map, transpose back, copy);
 - baseline: ``nnUNetPredictor.predict_single_npy_array`` on the (k, j, i) array nnU-Net wants.
 The two label volumes are checked identical (the tiny model's map is the identity).
 
@@ -26,8 +26,9 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.nnunet_model_folder import build_tiny_model_folder, spine_phantom  # noqa: E402
-from inference.predictor import PredictorConfig, VertebraPredictor  # noqa: E402
+from inference.nnunet.config import PredictorConfig  # noqa: E402
+from inference.predictor import VertebraPredictor  # noqa: E402
+from tests.support.model_folder import build_tiny_model_folder, spine_phantom  # noqa: E402
 
 
 def timed_alternately(functions: dict, repeats: int) -> tuple[dict, dict]:
@@ -69,7 +70,7 @@ def main() -> None:
         spacing = (args.spacing,) * 3
 
         def run_ours():
-            return ours.predict(image=image, spacing_mm=spacing)
+            return ours.predict_result(image=image, spacing_mm=spacing).labels
 
         def run_direct():
             data = image.transpose(2, 1, 0)[None]
@@ -88,7 +89,7 @@ def main() -> None:
     )
     for name, values in (
         ("nnUNetPredictor.predict_single_npy_array", direct_s),
-        ("VertebraPredictor.predict", ours_s),
+        ("VertebraPredictor.predict_result", ours_s),
     ):
         print(f"{name:42s} median {statistics.median(values):.3f} s  min {min(values):.3f} s")
     print(

@@ -7,7 +7,6 @@ that does not exist. Errors are JSON ``{"error": message}`` (plus ``field`` for 
 from __future__ import annotations
 
 from django.http import Http404
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -16,7 +15,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference import jobs, services, upload_handlers
-from inference.model_settings import model_error_message
+from inference.jobs import JobInputError, JobStateError
+from inference.model_settings import model_error_message, model_status
 from inference.models import SegmentationJob, Upload
 from inference.nnunet.config import ModelConfigError
 from inference.serializers import (
@@ -27,6 +27,8 @@ from inference.serializers import (
     UploadCreateSerializer,
     UploadSerializer,
 )
+from inference.uploads import UploadError
+from inference.views import own_job
 from viewer.api.pagination import CasePagination
 from viewer.models import Case
 from viewer.tiles.urls import Unavailable
@@ -74,7 +76,7 @@ class UploadListCreate(APIView):
     @extend_schema(request=UploadCreateSerializer, responses={201: UploadCreatedSerializer})
     def post(self, request):
         handler = self.upload_handler
-        model = services.model_status()
+        model = model_status()
         if not model.available:
             return _error(model.message, status.HTTP_503_SERVICE_UNAVAILABLE)
         limit = services.upload_limit_bytes()
@@ -96,7 +98,7 @@ class UploadListCreate(APIView):
             job = services.create_job(
                 user=request.user, upload=upload, mode=form.validated_data.get("mode")
             )
-        except services.UploadError as exc:
+        except UploadError as exc:
             return _error(exc.message, exc.status, field=exc.field)
         except ModelConfigError as exc:
             return _error(model_error_message(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
@@ -113,7 +115,6 @@ class JobListCreate(APIView):
 
     @extend_schema(responses=JobSummarySerializer(many=True))
     def get(self, request):
-        services.reap_stale_jobs()
         own = SegmentationJob.objects.visible_to(request.user).select_related("upload", "case")
         paginator = CasePagination()
         page = paginator.paginate_queryset(own, request, view=self)
@@ -139,18 +140,11 @@ class JobListCreate(APIView):
                 job = services.create_job(
                     user=request.user, upload=upload.get(), mode=data.get("mode")
                 )
-        except services.JobInputError as exc:
+        except JobInputError as exc:
             return _error(exc.message, exc.status)
         except ModelConfigError as exc:
             return _error(model_error_message(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
-
-
-def _own_job(request, job_id: int) -> SegmentationJob:
-    return get_object_or_404(
-        SegmentationJob.objects.visible_to(request.user).select_related("upload", "case"),
-        pk=job_id,
-    )
 
 
 class JobDetail(APIView):
@@ -160,7 +154,7 @@ class JobDetail(APIView):
 
     @extend_schema(responses=JobSerializer)
     def get(self, request, job_id: int):
-        return Response(JobSerializer(_own_job(request, job_id)).data)
+        return Response(JobSerializer(own_job(request, job_id)).data)
 
 
 class JobCancel(APIView):
@@ -170,10 +164,10 @@ class JobCancel(APIView):
 
     @extend_schema(request=None, responses=JobSerializer)
     def post(self, request, job_id: int):
-        job = _own_job(request, job_id)
+        job = own_job(request, job_id)
         try:
             job = services.cancel_job(job)
-        except services.JobStateError as exc:
+        except JobStateError as exc:
             return _error(exc.message, exc.status)
         return Response(JobSerializer(job).data)
 
@@ -186,12 +180,12 @@ def resolve_job(request, *, job_id: int) -> tuple[SegmentationJob, VolumeSet]:
     if not request.user.is_authenticated:
         raise Unavailable(403, "Sign in to see your segmentation jobs.")
     try:
-        job = _own_job(request, job_id)
+        job = own_job(request, job_id)
     except Http404:
         raise Unavailable(404, f"no job {job_id}") from None
     try:
         return job, jobs.job_volumes(job)
-    except jobs.JobInputError as exc:
+    except JobInputError as exc:
         raise Unavailable(exc.status, exc.message) from None
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
-from inference.models import MODES
+from inference.models import SegmentationJob
 
 ACCEPTED_TYPES = ".nii,.nii.gz,.gz,.zip,application/gzip,application/zip"
 
 
 class ModeField(forms.ChoiceField):
     def __init__(self, **kwargs):
-        super().__init__(choices=MODES, widget=forms.RadioSelect, **kwargs)
+        super().__init__(choices=SegmentationJob.Mode.choices, widget=forms.RadioSelect, **kwargs)
 
 
 class UploadForm(forms.Form):

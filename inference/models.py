@@ -2,18 +2,30 @@
 
 Files live under ``settings.CTSPINE_MEDIA_DIR``: an upload in ``uploads/<key>/`` (``image.nii.gz``
 or ``.nii``, optional ``label.nii.gz``), a job's results in ``jobs/<id>/``. Paths are stored
-relative to that root and resolved by :mod:`inference.services`, never joined by hand.
+relative to that root and resolved by :mod:`inference.jobs`, never joined by hand.
+
+Every change of a job's state is a method here (:class:`SegmentationJob` and its queryset), written
+as a conditional update on the state it starts from (status, attempt number, heartbeat), so two
+processes racing on one job cannot both win.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
 from django.conf import settings
-from django.db import models
-from django.db.models import Q
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
 
 from viewer.models import Case
 
-MODES = (("fast", "Fast: no test-time mirroring"), ("accurate", "Accurate: test-time mirroring"))
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2  # a job whose worker died is re-queued once, then failed
 
 
 class UploadQuerySet(models.QuerySet):
@@ -75,11 +87,95 @@ class SegmentationJobQuerySet(models.QuerySet):
             status__in=(SegmentationJob.Status.QUEUED, SegmentationJob.Status.RUNNING)
         )
 
-    def stale(self, *, before):
-        """Running jobs whose worker has not reported since ``before`` (a datetime)."""
+    def stale(self, *, before: datetime):
+        """Running jobs whose worker has not reported since ``before``."""
         return self.filter(status=SegmentationJob.Status.RUNNING).filter(
             Q(heartbeat_at__lt=before) | Q(heartbeat_at__isnull=True, started_at__lt=before)
         )
+
+    def claim(self, job_id: int, *, worker: str) -> SegmentationJob | None:
+        """queued -> running, for ``worker`` (host:pid); None when the job is not queued any more
+        (cancelled, or already claimed through a duplicate task)."""
+        now = timezone.now()
+        claimed = self.filter(pk=job_id, status=SegmentationJob.Status.QUEUED).update(
+            status=SegmentationJob.Status.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+            worker=worker,
+            stage="loading model",
+            progress=0.0,
+            error="",
+        )
+        if not claimed:
+            return None
+        return self.select_related("upload", "case").get(pk=job_id)
+
+    def fail_queued(self, job_id: int, message: str) -> bool:
+        """queued -> failed, before any worker saw it (the tasks backend refused it)."""
+        return bool(
+            self.filter(pk=job_id, status=SegmentationJob.Status.QUEUED).update(
+                status=SegmentationJob.Status.FAILED,
+                stage="failed",
+                finished_at=timezone.now(),
+                error=message,
+            )
+        )
+
+    def reap_stale(
+        self,
+        *,
+        stale_after_s: float,
+        requeue: Callable[[int], None],
+        now: datetime | None = None,
+    ) -> list[tuple[int, str]]:
+        """Running jobs without a heartbeat for ``stale_after_s`` seconds (worker killed, machine
+        gone): re-queued once (``requeue(job_id)`` after commit), then failed with the reason; a
+        job whose cancel was asked is cancelled. Returns (job id, new status) pairs.
+
+        Safe from any number of processes at once: each change is conditional on the heartbeat
+        the decision was based on.
+        """
+        Status = SegmentationJob.Status
+        now = now or timezone.now()
+        changed = []
+        for job in self.stale(before=now - timedelta(seconds=stale_after_s)):
+            seen = job.heartbeat_at or job.started_at
+            reason = (
+                f"The worker {job.worker or '(unknown)'} stopped responding: no heartbeat since"
+                f" {seen:%Y-%m-%d %H:%M:%S} UTC (more than {stale_after_s:g} s)."
+            )
+            if job.cancel_requested:
+                update = {"status": Status.CANCELLED, "stage": "cancelled", "finished_at": now}
+            elif job.attempts < MAX_ATTEMPTS:
+                update = {
+                    "status": Status.QUEUED,
+                    "stage": "re-queued",
+                    "progress": 0.0,
+                    "notes": [*job.notes, f"{reason} Re-queued (attempt {job.attempts + 1})."],
+                }
+            else:
+                update = {
+                    "status": Status.FAILED,
+                    "stage": "failed",
+                    "finished_at": now,
+                    "error": f"{reason} It was tried {job.attempts} times.",
+                }
+            same = self.filter(
+                pk=job.pk,
+                status=Status.RUNNING,
+                attempts=job.attempts,
+                heartbeat_at=job.heartbeat_at,
+            )
+            with transaction.atomic():
+                if not same.update(**update):
+                    continue  # its worker came back, or another reaper was first
+                if update["status"] == Status.QUEUED:
+                    transaction.on_commit(lambda pk=job.pk: requeue(pk))
+            logger.warning("job %s: %s -> %s", job.pk, reason, update["status"])
+            changed.append((job.pk, str(update["status"])))
+        return changed
 
 
 class SegmentationJob(models.Model):
@@ -87,8 +183,18 @@ class SegmentationJob(models.Model):
 
     ``progress`` is a fraction 0-1; timings are in seconds. A running job's worker writes
     ``heartbeat_at`` every few seconds; one that stops is failed or re-queued by
-    ``services.reap_stale_jobs``. ``attempts`` counts the workers that started it.
+    :meth:`SegmentationJobQuerySet.reap_stale`. ``attempts`` counts the workers that started it.
+
+    Life: queued -> (``objects.claim``) running -> ``finish`` / ``fail`` / ``stop_cancelled``;
+    ``cancel`` ends a queued job at once and asks a running one to stop; ``objects.reap_stale``
+    re-queues, fails or cancels a running job whose worker went silent. The methods of a running
+    job act only while it is still the same attempt (``attempts``) and running: a worker whose
+    job was reaped meanwhile changes nothing.
     """
+
+    class Mode(models.TextChoices):
+        FAST = "fast", "Fast: no test-time mirroring"
+        ACCURATE = "accurate", "Accurate: test-time mirroring"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -109,7 +215,7 @@ class SegmentationJob(models.Model):
         Case, null=True, blank=True, on_delete=models.SET_NULL, related_name="segmentation_jobs"
     )
     title = models.CharField(max_length=255)  # upload file name or case id, for lists
-    mode = models.CharField(max_length=8, choices=MODES, default="accurate")
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.ACCURATE)
 
     status = models.CharField(
         max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -146,6 +252,9 @@ class SegmentationJob(models.Model):
     def __str__(self) -> str:
         return f"job #{self.pk} {self.title} ({self.status})"
 
+    def get_absolute_url(self) -> str:
+        return reverse("inference:job-detail", args=[self.pk])
+
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL
@@ -157,8 +266,108 @@ class SegmentationJob(models.Model):
             return self.upload.has_label
         return self.case is not None and self.case.has_label
 
+    def file_names(self) -> list[str]:
+        """The files a user can download: the image, the prediction once the job succeeded, and
+        the ground truth where there is one."""
+        names = ["image"]
+        if self.status == self.Status.SUCCEEDED:
+            names.append("prediction")
+        if self.has_reference:
+            names.append("reference")
+        return names
+
     @property
     def duration_s(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    # --- a worker's transitions (the job it claimed) ------------------------------------------
+
+    def _running(self):
+        """This job's row, only while it is still this attempt's running job."""
+        return SegmentationJob.objects.filter(
+            pk=self.pk, status=self.Status.RUNNING, attempts=self.attempts
+        )
+
+    def record_start(self, *, device: str, model: dict, load_s: float) -> None:
+        """Which model and device the claimed job runs on, how long loading (s) and the queue
+        wait (s) took."""
+        timings = {**self.timings, "load_model_s": round(load_s, 4)}
+        if self.started_at and self.created_at:
+            timings["queue_wait_s"] = round((self.started_at - self.created_at).total_seconds(), 4)
+        self._running().update(device=device, model=model, timings=timings)
+        self.device, self.model, self.timings = device, model, timings
+
+    def beat(self, *, progress: float, stage: str) -> tuple[bool, bool]:
+        """Heartbeat with progress (0-1) and stage; returns (still this worker's job, cancel
+        asked)."""
+        if not self._running().update(heartbeat_at=timezone.now(), progress=progress, stage=stage):
+            return False, False
+        return True, self._running().filter(cancel_requested=True).exists()
+
+    def finish(
+        self,
+        *,
+        prediction_path: str,
+        labels_present: list[int],
+        centroids: dict,
+        metrics: dict | None,
+        device: str,
+        timings: dict[str, float],
+    ) -> bool:
+        """running -> succeeded with the results (``prediction_path`` relative to the media
+        directory, ``timings`` in s added to those recorded); False when the job was taken away
+        meanwhile (reaped)."""
+        now = timezone.now()
+        return bool(
+            self._running().update(
+                status=self.Status.SUCCEEDED,
+                progress=1.0,
+                stage="done",
+                finished_at=now,
+                heartbeat_at=now,
+                prediction_path=prediction_path,
+                labels_present=labels_present,
+                centroids=centroids,
+                metrics=metrics,
+                device=device,
+                timings={**self.timings, **timings},
+            )
+        )
+
+    def fail(self, message: str) -> bool:
+        """running -> failed, ``message`` telling the user why."""
+        return bool(
+            self._running().update(
+                status=self.Status.FAILED,
+                stage="failed",
+                finished_at=timezone.now(),
+                error=message,
+            )
+        )
+
+    def stop_cancelled(self) -> bool:
+        """running -> cancelled, when its worker stopped on a cancel request."""
+        return bool(
+            self._running().update(
+                status=self.Status.CANCELLED, stage="cancelled", finished_at=timezone.now()
+            )
+        )
+
+    # --- a user's request ---------------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """queued -> cancelled at once; running: ask its worker to stop (it notices within about
+        a heartbeat). False when the job had already finished. Reloads the row."""
+        jobs = SegmentationJob.objects.filter(pk=self.pk)
+        done = jobs.filter(status=self.Status.QUEUED).update(
+            status=self.Status.CANCELLED,
+            stage="cancelled",
+            finished_at=timezone.now(),
+            cancel_requested=True,
+        ) or jobs.filter(status=self.Status.RUNNING).update(
+            cancel_requested=True, stage="cancelling"
+        )
+        self.refresh_from_db()
+        return bool(done)

@@ -9,13 +9,10 @@ Axis order (one convention everywhere in this module):
 * ``image`` arrays are in NIfTI voxel index order (i, j, k), as nibabel gives them; in this project
   that is RAS+ canonical order (``ctspine.imaging.volume_io``). ``spacing_mm`` is (i, j, k) in mm.
 * nnU-Net's own convention is the array SimpleITK returns for a NIfTI file, which is (k, j, i), with
-  the spacing reversed to match. :meth:`VertebraPredictor.predict` transposes on the way in and back
+  the spacing reversed to match. :meth:`VertebraPredictor.predict_result` transposes on the way in and back
   on the way out, so the label volume it returns lies on the input grid, in the input order.
 * ``plans.json`` values (``patch_size``, ``spacing``, ``transpose_forward``) are in nnU-Net's
   (k, j, i) order, as nnU-Net writes them.
-
-The configuration names (``PredictorConfig``, ``ModelConfigError``, ...) are re-exported here, so
-code that runs a model needs one import.
 """
 
 from __future__ import annotations
@@ -29,67 +26,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from inference.nnunet.config import (
-    DEFAULT_CHECKPOINT,
-    ENV_CHECKPOINT,
     ENV_DEVICE,
-    ENV_FOLDS,
-    ENV_LABEL_MAP,
-    ENV_MODE,
-    ENV_MODEL_DIR,
-    MODES,
     ModelConfigError,
-    ModelInfo,
-    ModelNotConfigured,
     PredictorConfig,
     check_model_folder,
-    default_label_map,
-    detect_folds,
-    effective_label_map,
-    parse_device,
-    parse_folder_name,
-    parse_folds,
-    parse_label_map,
-    parse_mode,
-    read_model_jsons,
 )
-
-__all__ = [
-    "DEFAULT_CHECKPOINT",
-    "ENV_CHECKPOINT",
-    "ENV_DEVICE",
-    "ENV_FOLDS",
-    "ENV_LABEL_MAP",
-    "ENV_MODE",
-    "ENV_MODEL_DIR",
-    "MODES",
-    "ModelConfigError",
-    "ModelInfo",
-    "ModelNotConfigured",
-    "PredictionResult",
-    "PredictionTimings",
-    "PredictorConfig",
-    "VertebraPredictor",
-    "check_model_folder",
-    "clear_predictors",
-    "default_label_map",
-    "detect_folds",
-    "effective_label_map",
-    "get_predictor",
-    "parse_device",
-    "parse_folds",
-    "parse_label_map",
-    "parse_mode",
-    "write_checkpoint",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -214,16 +161,6 @@ class VertebraPredictor:
             return f"cuda:{torch.cuda.current_device()}"
         return str(self.device)
 
-    def predict(
-        self,
-        *,
-        image: np.ndarray,
-        spacing_mm: Sequence[float],
-        progress: ProgressCallback | None = None,
-    ) -> np.ndarray:
-        """Segment the vertebrae of a 3D CT volume; see :meth:`predict_result`."""
-        return self.predict_result(image=image, spacing_mm=spacing_mm, progress=progress).labels
-
     def predict_result(
         self,
         *,
@@ -294,12 +231,6 @@ def get_predictor(config: PredictorConfig) -> VertebraPredictor:
         return predictor
 
 
-def clear_predictors() -> None:
-    """Forget every cached predictor (tests; or a worker switching models to free memory)."""
-    with _predictors_lock:
-        _predictors.clear()
-
-
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -338,130 +269,3 @@ def _lookup_table(label_map: Mapping[int, int], max_model_label: int) -> np.ndar
     for source, target in label_map.items():
         lut[source] = target
     return lut
-
-
-# --- torch: writing a model folder's checkpoint (tiny test and demo models) ------------------------
-
-
-def write_checkpoint(
-    *,
-    model_dir: Path,
-    fold: int | str = "all",
-    seed: int = 0,
-    checkpoint: str = DEFAULT_CHECKPOINT,
-    fit_image: np.ndarray | None = None,
-    fit_foreground: np.ndarray | None = None,
-    fit_spacing_mm: Sequence[float] | None = None,
-    mirroring_axes: tuple[int, ...] = (0, 1, 2),
-) -> Path:
-    """Write ``model_dir/fold_<fold>/<checkpoint>`` for the network ``model_dir``'s plans describe.
-
-    The network is built exactly as nnU-Net builds it when loading (the trainer named by the folder,
-    its ``build_network_architecture``), with weights initialised from ``seed``. Trainer and
-    configuration come from the folder name; dataset.json and plans.json must already be there.
-
-    With ``fit_image`` (HU, (i, j, k) order like :meth:`VertebraPredictor.predict`),
-    ``fit_foreground`` (bool mask on the same grid) and ``fit_spacing_mm``, the final 1x1x1
-    segmentation layer is fitted to that example by weighted least squares on the network's own
-    features: background vs foreground, each foreground class a seeded random perturbation of the
-    foreground row. The result is a deterministic model, untrained but not arbitrary, that labels
-    bright structures; none of its weights is set by hand. Returns the checkpoint path.
-    """
-    model_dir = Path(model_dir)
-    dataset_json, plans = read_model_jsons(model_dir)
-    trainer_name, _plans_name, configuration = parse_folder_name(model_dir.name)
-    plans_manager = PlansManager(plans)
-    configuration_manager = plans_manager.get_configuration(configuration)
-    label_manager = plans_manager.get_label_manager(dataset_json)
-    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        network = trainer_class.build_network_architecture(
-            plans_manager,
-            configuration_manager,
-            len(dataset_json["channel_names"]),
-            label_manager.num_segmentation_heads,
-            enable_deep_supervision=False,
-        )
-        if fit_image is not None:
-            _fit_segmentation_head(
-                network=network,
-                image_kji=np.asarray(fit_image).transpose(2, 1, 0),
-                foreground_kji=np.asarray(fit_foreground, dtype=bool).transpose(2, 1, 0),
-                spacing_kji=list(map(float, fit_spacing_mm))[::-1],
-                plans_manager=plans_manager,
-                configuration_manager=configuration_manager,
-                dataset_json=dataset_json,
-                seed=seed,
-            )
-    finally:
-        torch.random.set_rng_state(generator_state)  # leave the caller's random stream alone
-    path = model_dir / f"fold_{fold}" / checkpoint
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "network_weights": network.state_dict(),
-            "init_args": {"configuration": configuration, "fold": fold},
-            "trainer_name": trainer_name,
-            "inference_allowed_mirroring_axes": tuple(mirroring_axes),
-        },
-        tmp,
-    )
-    tmp.replace(path)
-    return path
-
-
-def _fit_segmentation_head(
-    *,
-    network,
-    image_kji,
-    foreground_kji,
-    spacing_kji,
-    plans_manager,
-    configuration_manager,
-    dataset_json,
-    seed,
-) -> None:
-    """Least-squares fit of the last 1x1x1 conv of nnU-Net's U-Net decoder, in place."""
-    preprocessor = configuration_manager.preprocessor_class(verbose=False)
-    data, seg, _props = preprocessor.run_case_npy(
-        image_kji[None].astype(np.float32),
-        foreground_kji[None].astype(np.int16),
-        {"spacing": spacing_kji},
-        plans_manager,
-        configuration_manager,
-        dataset_json,
-    )
-    head = network.decoder.seg_layers[-1]  # the 1x1x1 conv producing the full-resolution logits
-    captured = {}
-    hook = head.register_forward_hook(lambda _m, inputs, _o: captured.setdefault("x", inputs[0]))
-    network.eval()
-    with torch.inference_mode():
-        network(torch.from_numpy(data[None]))
-    hook.remove()
-    features = captured["x"][0].reshape(captured["x"].shape[1], -1).T.double().numpy()
-    target = (seg[0].reshape(-1) > 0).astype(np.int64)
-    counts = np.bincount(target, minlength=2)
-    if counts.min() == 0:
-        raise ValueError("the fit example needs both foreground and background voxels")
-    # Balance the two classes (bone is a few percent of a CT) so foreground is not ignored.
-    weights = np.sqrt(1.0 / counts[target])
-    design = np.hstack([features, np.ones((len(features), 1))]) * weights[:, None]
-    onehot = np.eye(2)[target] * weights[:, None]
-    gram = design.T @ design
-    solution = np.linalg.solve(gram + 1e-6 * np.trace(gram) * np.eye(len(gram)), design.T @ onehot)
-    background, foreground = solution[:, 0], solution[:, 1]
-    n_classes = head.out_channels
-    generator = np.random.default_rng(seed)
-    margin_scale = np.std(features @ (foreground - background)[:-1])
-    rows = [background]
-    for _ in range(1, n_classes):
-        direction = generator.normal(size=features.shape[1])
-        direction *= 0.1 * margin_scale / max(np.std(features @ direction), 1e-12)
-        rows.append(foreground + np.append(direction, 0.0))
-    rows = np.stack(rows)  # (classes, features + 1)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(rows[:, :-1]).float().reshape(head.weight.shape))
-        head.bias.copy_(torch.from_numpy(rows[:, -1]).float())

@@ -6,9 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from inference.models import MODES, SegmentationJob, Upload
-
-FILES = ("image", "prediction", "reference")
+from inference.models import SegmentationJob, Upload
 
 
 class UploadSerializer(serializers.ModelSerializer):
@@ -69,19 +67,14 @@ class JobSummarySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_urls(self, job) -> dict:
-        api = f"/api/jobs/{job.pk}"
         urls = {
-            "self": f"{api}/",
-            "page": reverse("job-detail", args=[job.pk]),
-            "cancel": f"{api}/cancel/",
-            "volume": f"{api}/volume/",
+            "self": reverse("inference:api-job-detail", args=[job.pk]),
+            "page": job.get_absolute_url(),
+            "cancel": reverse("inference:api-job-cancel", args=[job.pk]),
+            "volume": reverse("inference:api-job-volume", args=[job.pk]),
         }
-        for which in FILES:
-            if which == "prediction" and job.status != SegmentationJob.Status.SUCCEEDED:
-                continue
-            if which == "reference" and not job.has_reference:
-                continue
-            urls[which] = reverse("api-job-file", args=[job.pk, which])
+        for which in job.file_names():
+            urls[which] = reverse("inference:api-job-file", args=[job.pk, which])
         return urls
 
 
@@ -106,7 +99,7 @@ class JobCreateSerializer(serializers.Serializer):
 
     case_id = serializers.CharField(required=False)
     upload_id = serializers.IntegerField(required=False)
-    mode = serializers.ChoiceField(choices=MODES, required=False)
+    mode = serializers.ChoiceField(choices=SegmentationJob.Mode.choices, required=False)
 
     def validate(self, attrs):
         if ("case_id" in attrs) == ("upload_id" in attrs):
@@ -119,7 +112,7 @@ class UploadCreateSerializer(serializers.Serializer):
 
     image = serializers.FileField()
     label = serializers.FileField(required=False)
-    mode = serializers.ChoiceField(choices=MODES, required=False)
+    mode = serializers.ChoiceField(choices=SegmentationJob.Mode.choices, required=False)
 
 
 class UploadCreatedSerializer(serializers.Serializer):

@@ -1,6 +1,6 @@
 """Every write a user's request makes in the inference app: storing an upload, queueing a job,
-cancelling one, reaping jobs whose worker died. Views, the API and commands call these; the worker's
-own writes are in :mod:`inference.jobs`.
+cancelling one. Views and the API call these; the job's own changes of state are methods of
+:class:`inference.models.SegmentationJob`, the worker's task is :mod:`inference.tasks`.
 
 Paths stored on rows are relative to ``CTSPINE_MEDIA_DIR`` (uploads and results) or
 ``CTSPINE_DATA_ROOT`` (dataset cases) and are resolved in :mod:`inference.jobs`, never outside
@@ -20,27 +20,11 @@ from django.db import transaction
 from inference import dicom_zip, jobs, uploads
 from inference.dicom_zip import ZipLimits
 from inference.jobs import JobInputError, JobStateError, media_root
-from inference.model_settings import ModelStatus, configured_model, model_status
+from inference.model_settings import configured_model
 from inference.models import SegmentationJob, Upload
 from inference.tasks import enqueue
 from inference.uploads import IncomingFile, UploadError
 from viewer.models import Case
-
-__all__ = [
-    "JobInputError",
-    "JobStateError",
-    "ModelStatus",
-    "UploadError",
-    "cancel_job",
-    "configured_model",
-    "create_job",
-    "create_upload",
-    "incoming_dir",
-    "model_status",
-    "reap_stale_jobs",
-    "too_large_message",
-    "upload_limit_bytes",
-]
 
 
 def upload_limit_bytes() -> int:
@@ -174,9 +158,6 @@ def create_job(
 
 def cancel_job(job: SegmentationJob) -> SegmentationJob:
     """Cancel a queued job at once, ask a running one to stop; JobStateError once finished."""
-    return jobs.cancel_job(job)
-
-
-def reap_stale_jobs() -> list[tuple[int, str]]:
-    """Re-queue once, then fail, running jobs whose worker stopped sending heartbeats."""
-    return jobs.reap_stale_jobs(requeue=enqueue)
+    if not job.cancel():
+        raise JobStateError(f"job {job.pk} has already {job.status}; there is nothing to cancel")
+    return job

@@ -6,17 +6,22 @@ more), and while the model runs a monitor thread writes the heartbeat and progre
 seconds and notices a cancel request. The model is loaded once per worker process and reused.
 Known failures become a message for the user on the job; unexpected ones are stored the same way
 and re-raised, so the tasks backend keeps the traceback for the operator.
+
+Workers also reap jobs whose worker died (:func:`reap_dead_jobs`): before each job, and
+periodically while one runs. ``manage.py reap_jobs`` does the same from cron; pages never do.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
 import threading
 import time
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
-from django.utils import timezone
 from django_tasks import task
 
 from ctspine.imaging.volume_io import VolumeError
@@ -39,8 +44,8 @@ class JobLost(pipeline.Cancelled):
 @task()
 def segment_job(job_id: int) -> str:
     """Segment the job ``job_id``; returns what happened ("succeeded", "failed: ...")."""
-    jobs.reap_stale_jobs(requeue=enqueue)
-    job = jobs.claim_job(job_id)
+    reap_dead_jobs()
+    job = SegmentationJob.objects.claim(job_id, worker=worker_name())
     if job is None:
         return "skipped: the job is not queued (cancelled, or claimed by another worker)"
     try:
@@ -49,18 +54,44 @@ def segment_job(job_id: int) -> str:
     except JobLost:
         return "abandoned: the job was re-queued while this worker was silent"
     except pipeline.Cancelled:
-        jobs.mark_cancelled(job)
+        if job.stop_cancelled():
+            shutil.rmtree(jobs.results_dir(job), ignore_errors=True)  # partial results
         return "cancelled"
     except Exception as exc:
         message = readable_error(exc)
-        jobs.fail_job(job, message)
+        job.fail(message)
         if isinstance(exc, EXPECTED_FAILURES) or _out_of_memory(exc):
             logger.warning("job %s failed: %s", job.pk, message)
             return f"failed: {message}"
         raise
-    if not jobs.finish_job(job, outcome):
+    if not _finish(job, outcome):
         return "abandoned: the job was re-queued while this worker was silent"
     return "succeeded"
+
+
+def _finish(job: SegmentationJob, outcome: pipeline.SegmentationOutcome) -> bool:
+    """Store a finished run's results on the job; False when it was taken away meanwhile."""
+    return job.finish(
+        prediction_path=str(outcome.prediction_path.resolve().relative_to(jobs.media_root())),
+        labels_present=list(outcome.labels_present),
+        centroids={
+            kind: {str(label): value for label, value in found.items()}
+            for kind, found in outcome.centroids.items()
+        },
+        metrics=outcome.comparison,
+        device=outcome.device,
+        timings={name: round(seconds, 4) for name, seconds in outcome.timings.items()},
+    )
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def reap_dead_jobs() -> list[tuple[int, str]]:
+    """Re-queue once, then fail, running jobs whose worker stopped sending heartbeats for
+    ``CTSPINE_JOB_STALE_AFTER_S``; returns (job id, new status) pairs."""
+    return SegmentationJob.objects.reap_stale(stale_after_s=jobs.stale_after_s(), requeue=enqueue)
 
 
 def _run(job: SegmentationJob, monitor: JobMonitor) -> pipeline.SegmentationOutcome:
@@ -69,8 +100,7 @@ def _run(job: SegmentationJob, monitor: JobMonitor) -> pipeline.SegmentationOutc
     started = time.perf_counter()
     predictor = load_predictor(config)
     with monitor.writing:
-        jobs.start_run(
-            job,
+        job.record_start(
             device=predictor.device_name,
             model={**predictor.info.as_dict(), "mode": job.mode, "mirroring": config.mirroring},
             load_s=time.perf_counter() - started,
@@ -88,8 +118,8 @@ def _run(job: SegmentationJob, monitor: JobMonitor) -> pipeline.SegmentationOutc
 
 def load_predictor(config):
     """The process-wide predictor for ``config`` (loaded on the first job, then reused)."""
-    # Imported here rather than at the top: torch and nnU-Net cost ~6 s and ~470 MB to import,
-    # and the web process imports this module (to enqueue) but never runs a model.
+    # Imported here rather than at the top: torch and nnU-Net take seconds and hundreds of MB to
+    # import (NOTES.md), and the web process imports this module (to enqueue) but never runs one.
     from inference.predictor import get_predictor
 
     return get_predictor(config)
@@ -102,11 +132,9 @@ def enqueue(job_id: int) -> None:
         result = segment_job.enqueue(job_id)
     except Exception as exc:  # any backend error (Redis down, database locked) is told the user
         logger.exception("could not enqueue segmentation job %s", job_id)
-        SegmentationJob.objects.filter(pk=job_id, status=SegmentationJob.Status.QUEUED).update(
-            status=SegmentationJob.Status.FAILED,
-            stage="failed",
-            finished_at=timezone.now(),
-            error=f"The job could not be queued ({type(exc).__name__}: {exc}). Is the"
+        SegmentationJob.objects.fail_queued(
+            job_id,
+            f"The job could not be queued ({type(exc).__name__}: {exc}). Is the"
             f" {settings.CTSPINE_TASKS_BACKEND!r} task backend reachable?",
         )
         return
@@ -139,16 +167,24 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 class JobMonitor:
     """Heartbeat of one running job: a thread that every ``interval`` seconds writes the latest
-    progress and stage with the heartbeat, and reads whether a cancel was asked.
+    progress and stage with the heartbeat, and reads whether a cancel was asked; every
+    ``reap_every`` seconds (half the stale limit by default) it also reaps other workers' dead
+    jobs, so a worker busy with a long job still notices them.
 
     The worker thread reports progress to it in memory and takes ``writing`` for its own few
     writes, so the two threads never write at once (on SQLite they would contend for the lock).
     ``check()`` raises :class:`pipeline.Cancelled` or :class:`JobLost` in the worker thread.
     """
 
-    def __init__(self, job: SegmentationJob, interval: float | None = None):
+    def __init__(
+        self,
+        job: SegmentationJob,
+        interval: float | None = None,
+        reap_every: float | None = None,
+    ):
         self.job = job
         self.interval = jobs.heartbeat_interval_s() if interval is None else interval
+        self.reap_every = jobs.stale_after_s() / 2 if reap_every is None else reap_every
         self._progress, self._stage = 0.0, job.stage
         self.writing = threading.Lock()
         self._stop = threading.Event()
@@ -178,18 +214,29 @@ class JobMonitor:
             raise pipeline.Cancelled(f"job {self.job.pk} was cancelled")
 
     def _loop(self) -> None:
+        next_reap = time.monotonic() + self.reap_every
         try:
             while not self._stop.wait(self.interval):
                 self._beat()
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + self.reap_every
+                    self._reap()
         finally:
             connection.close()  # this thread's own connection
+
+    def _reap(self) -> None:
+        try:
+            with self.writing:
+                reap_dead_jobs()
+        except DatabaseError:
+            logger.warning("reaping dead jobs failed; the next round retries", exc_info=True)
 
     def _beat(self) -> None:
         try:
             with self.writing:
                 close_old_connections()
                 progress = round(self._progress, 4)
-                mine, cancel = jobs.beat(self.job, progress=progress, stage=self._stage)
+                mine, cancel = self.job.beat(progress=progress, stage=self._stage)
         except DatabaseError:
             # A missed beat is harmless (the limit is many beats long); the next one may pass.
             logger.warning("heartbeat of job %s not written", self.job.pk, exc_info=True)

@@ -32,7 +32,7 @@ from ctspine.imaging.volume_io import (
 )
 from ctspine.labels import MAX_LABEL
 
-try:  # ISA-L streams gzip ~2x faster than the standard library; same interface.
+try:  # ISA-L streams gzip faster than the standard library (NOTES.md); same interface.
     from isal import igzip as _gzip
     from isal.igzip_lib import IsalError as _DecodeError
 except ImportError:  # pragma: no cover

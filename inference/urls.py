@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from inference import api, views
 from viewer.tiles.urls import tile_urlpatterns
 
+app_name = "inference"
 urlpatterns = [
     re_path(r"^uploads/new/?$", views.upload_new, name="upload-new"),
     path("jobs/", views.job_list, name="job-list"),

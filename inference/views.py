@@ -10,21 +10,21 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template import TemplateDoesNotExist
-from django.template.loader import get_template
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from inference import jobs, services, upload_handlers
 from inference.forms import SegmentCaseForm, UploadForm
-from inference.model_settings import model_error_message
+from inference.jobs import JobInputError, JobStateError
+from inference.model_settings import model_error_message, model_status
 from inference.models import SegmentationJob
 from inference.nnunet.config import ModelConfigError
 from inference.presentation import metrics_table
+from inference.uploads import UploadError
 from viewer.models import Case
 
 PAGE_SIZE = 50
-VIEWER_TEMPLATE = "viewer/_viewer.html"
 # What the viewer's layer switch calls the job's label maps.
 LAYER_TITLES = json.dumps(
     {"labels": "Prediction", "reference": "Ground truth", "compare": "Comparison"}
@@ -45,7 +45,7 @@ def _upload_page(request, form, model, *, status: int = 200, refusal: str = ""):
 @login_required
 def upload_new(request):
     """The upload form; a POST checks, stores and queues, then shows the job."""
-    model = services.model_status()
+    model = model_status()
     if request.method != "POST":
         return _upload_page(request, UploadForm(), model)
     if not model.available:  # refused before a byte of the body is read
@@ -77,89 +77,70 @@ def _receive_upload(request, handler, model):
             label=label.incoming() if label else None,
         )
         job = services.create_job(user=request.user, upload=upload, mode=form.cleaned_data["mode"])
-    except services.UploadError as exc:
+    except UploadError as exc:
         form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         return _upload_page(request, form, model, status=exc.status)
     except ModelConfigError as exc:
         form.add_error(None, model_error_message(exc))
         return _upload_page(request, form, model, status=503)
-    return redirect("job-detail", job_id=job.pk)
+    return redirect(job)
 
 
 @login_required
 @require_GET
 def job_list(request):
-    services.reap_stale_jobs()
     own = SegmentationJob.objects.visible_to(request.user).select_related("upload", "case")
     page = Paginator(own, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "inference/job_list.html", {"page": page})
 
 
-def _own_job(request, job_id: int) -> SegmentationJob:
+def own_job(request, job_id: int) -> SegmentationJob:
+    """The signed-in user's job ``job_id``; 404 for anyone else's, as for one that is not there."""
     return get_object_or_404(
         SegmentationJob.objects.visible_to(request.user).select_related("upload", "case"),
         pk=job_id,
     )
 
 
-def _viewer_template() -> str | None:
-    """The shared viewer's template, once it exists (the job page degrades to links without)."""
-    try:
-        get_template(VIEWER_TEMPLATE)
-    except TemplateDoesNotExist:
-        return None
-    return VIEWER_TEMPLATE
-
-
 @login_required
 @require_GET
 def job_detail(request, job_id: int):
-    job = _own_job(request, job_id)
+    job = own_job(request, job_id)
     context = {
         "job": job,
         "table": metrics_table(job.metrics, job.centroids),
-        "viewer_template": _viewer_template(),
-        "api_base": f"/api/jobs/{job.pk}",
+        "api_base": reverse("inference:api-job-detail", args=[job.pk]),
         "layer_titles": LAYER_TITLES,
-        "files": _download_names(job),
+        "files": job.file_names(),
     }
     return render(request, "inference/job_detail.html", context)
-
-
-def _download_names(job: SegmentationJob) -> list[str]:
-    names = ["image"]
-    if job.status == SegmentationJob.Status.SUCCEEDED:
-        names.append("prediction")
-    if job.has_reference:
-        names.append("reference")
-    return names
 
 
 @login_required
 @require_POST
 def job_cancel(request, job_id: int):
-    job = _own_job(request, job_id)
+    job = own_job(request, job_id)
     try:
         services.cancel_job(job)
-    except services.JobStateError:
+    except JobStateError:
         pass  # finished meanwhile: the page shows how
-    return redirect("job-detail", job_id=job.pk)
+    return redirect(job)
 
 
 @login_required
 @require_GET
 def job_file(request, job_id: int, which: str):
     """Download a job's ``image``, ``prediction`` or ``reference`` (ground truth) as NIfTI."""
-    job = _own_job(request, job_id)
+    job = own_job(request, job_id)
+    if which not in job.file_names():
+        raise Http404(f"job {job.pk} has no {which} file")
     try:
         files = jobs.job_files(job)
-    except jobs.JobInputError:
+    except JobInputError:
         raise Http404("this job's files are gone") from None
-    path = {
-        "image": files.image,
-        "prediction": files.prediction if job.status == SegmentationJob.Status.SUCCEEDED else None,
-        "reference": files.reference,
-    }.get(which)
+    path = {"image": files.image, "prediction": files.prediction, "reference": files.reference}[
+        which
+    ]
     if path is None or not path.exists():
         raise Http404(f"job {job.pk} has no {which} file")
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
@@ -179,11 +160,11 @@ def case_segment(request, case_id: str):
     mode = form.cleaned_data.get("mode") if form.is_valid() else None
     try:
         job = services.create_job(user=request.user, case=case, mode=mode or None)
-    except services.JobInputError as exc:
+    except JobInputError as exc:
         return _refused(request, case, exc.message, status=exc.status)
     except ModelConfigError as exc:
         return _refused(request, case, model_error_message(exc), status=503)
-    return redirect("job-detail", job_id=job.pk)
+    return redirect(job)
 
 
 def _refused(request, case, message: str, *, status: int):

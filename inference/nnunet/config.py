@@ -4,7 +4,7 @@ A trained nnU-Net v2 model folder (``<Trainer>__<Plans>__<configuration>/`` hold
 ``plans.json`` and ``fold_<f>/<checkpoint>``) is described by a :class:`PredictorConfig` and checked
 by :func:`check_model_folder`. Everything here reads only JSON and file metadata: neither torch nor
 nnU-Net is imported, so a web process can validate the settings (and say what is wrong) without
-paying for them (~6 s and ~470 MB). Running the model is :mod:`inference.predictor`'s job.
+paying for them (seconds and hundreds of MB: NOTES.md). Running the model is :mod:`inference.predictor`'s job.
 
 ``plans.json`` values (``patch_size``, ``spacing``) are in nnU-Net's (k, j, i) order, as nnU-Net
 writes them.
@@ -53,7 +53,8 @@ class PredictorConfig:
     ``folds``: e.g. ("all",) or (0, 1, 2, 3, 4); several folds are ensembled (logits averaged).
     ``device``: "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
     ``tile_step_size``: sliding-window step as a fraction of the patch size (nnU-Net default 0.5).
-    ``mirroring``: test-time mirroring (mode "accurate"); 8x slower, off in mode "fast".
+    ``mirroring``: test-time mirroring (mode "accurate"): eight network passes per tile instead
+    of one; off in mode "fast".
     ``label_map``: model label value -> CTSpine1K label value (1-25); None derives it from the
     label names in ``dataset.json``. Model labels missing from the map come out as 0.
     ``num_threads``: torch CPU threads; None uses every CPU this process may run on.
@@ -151,11 +152,6 @@ class ModelInfo:
     image_reader_writer: str
     patch_size: tuple[int, ...]
     spacing_mm: tuple[float, ...]  # nnU-Net's target spacing, (k, j, i) order
-
-    @property
-    def output_labels(self) -> tuple[int, ...]:
-        """CTSpine1K label values (1-25) this model can produce, ascending."""
-        return tuple(sorted({v for v in self.label_map.values() if v}))
 
     def as_dict(self) -> dict:
         """JSON-ready form (dict keys as strings, tuples as lists)."""

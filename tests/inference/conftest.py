@@ -19,7 +19,7 @@ from django.test import Client
 from django_tasks_db.management.commands.db_worker import Worker
 from rest_framework.test import APIClient
 
-from inference.nnunet_model_folder import build_tiny_model_folder, spine_phantom
+from tests.support.model_folder import build_tiny_model_folder, spine_phantom
 
 SAMPLE_DICOM = "ts_example_dicom"
 SAMPLE_DICOM_LABELS = "ts_example_dicom_vertebrae.nii.gz"

@@ -19,7 +19,8 @@ from rq import SimpleWorker
 from ctspine.imaging.volume_io import read_volume
 from inference import jobs
 from inference.models import SegmentationJob
-from inference.predictor import PredictorConfig, VertebraPredictor
+from inference.nnunet.config import PredictorConfig
+from inference.predictor import VertebraPredictor
 from tests.conftest import service_listening
 from tests.inference.conftest import FOREIGN_LABEL_MAP, run_db_worker
 
@@ -81,7 +82,7 @@ def test_nifti_upload_end_to_end_through_the_database_queue(api, alice, model, p
     # ... and it is exactly what nnUNetPredictor gives for the same array with the same model.
     image = read_volume(image_path)
     direct = VertebraPredictor(PredictorConfig(model_dir=model, device="cpu", mirroring=False))
-    expected = direct.predict(image=image.data, spacing_mm=image.spacing)
+    expected = direct.predict_result(image=image.data, spacing_mm=image.spacing).labels
     assert np.array_equal(
         read_volume(jobs.media_path(job.prediction_path), kind="label").data, expected
     )

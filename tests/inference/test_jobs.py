@@ -25,6 +25,7 @@ from django.utils import timezone
 from ctspine.metrics import compare_labels
 from inference import jobs, services, tasks
 from inference.models import SegmentationJob, Upload
+from inference.nnunet.config import MODES
 from inference.uploads import IncomingFile
 from tests.conftest import REPO
 from tests.inference.conftest import run_db_worker
@@ -149,7 +150,7 @@ def test_result_page_shows_metrics_table_and_downloads(alice, user, model, phant
     assert 'id="metrics-table"' in page
     assert 'data-label="20"' in page and 'href="?ax=3&amp;co=2&amp;sa=1"' in page
     assert "Mean of Vertebrae" in page and "Mean of Spine" in page
-    assert f'data-viewer data-api="/api/jobs/{job.pk}"' in page  # the shared viewer, on this job
+    assert f'data-viewer data-api="/api/jobs/{job.pk}/"' in page  # the shared viewer, on this job
     assert "data-layer-titles=" in page and "Ground truth" in page
     for which in ("image", "prediction", "reference"):
         assert f'href="/jobs/{job.pk}/files/{which}"' in page
@@ -158,6 +159,29 @@ def test_result_page_shows_metrics_table_and_downloads(alice, user, model, phant
         download["Content-Disposition"] == f'attachment; filename="job{job.pk}-prediction.nii.gz"'
     )
     assert download["Cache-Control"] == "private, no-store"
+
+
+@pytest.mark.django_db
+def test_job_urls_in_the_api_are_the_routes_of_the_job(api, user, model, phantom_files, tmp_path):
+    job = finished_job(user, phantom_files, tmp_path)
+    urls = api.get(f"/api/jobs/{job.pk}/").json()["urls"]
+    assert urls == {
+        "self": f"/api/jobs/{job.pk}/",
+        "page": f"/jobs/{job.pk}/",
+        "cancel": f"/api/jobs/{job.pk}/cancel/",
+        "volume": f"/api/jobs/{job.pk}/volume/",
+        "image": f"/api/jobs/{job.pk}/files/image/",
+        "prediction": f"/api/jobs/{job.pk}/files/prediction/",
+        "reference": f"/api/jobs/{job.pk}/files/reference/",
+    }
+    assert job.get_absolute_url() == urls["page"]
+    for name, url in urls.items():
+        assert api.get(url).status_code == (405 if name == "cancel" else 200), url  # cancel: POST
+    SegmentationJob.objects.filter(pk=job.pk).update(status=Status.RUNNING)
+    running = api.get(urls["self"]).json()["urls"]
+    assert "prediction" not in running and {"image", "reference"} <= running.keys()
+    assert api.get(urls["prediction"]).status_code == 404  # only a succeeded job's result
+    assert api.get(urls["image"]).status_code == 200
 
 
 # --- cancellation -----------------------------------------------------------------------------------
@@ -230,7 +254,7 @@ def claimed_and_abandoned(user, phantom_files, tmp_path, *, attempts: int = 0) -
     upload = new_upload(user, phantom_files, tmp_path)
     job = services.create_job(user=user, upload=upload)
     SegmentationJob.objects.filter(pk=job.pk).update(attempts=attempts)
-    job = jobs.claim_job(job.pk)
+    job = SegmentationJob.objects.claim(job.pk, worker=tasks.worker_name())
     long_ago = timezone.now() - timedelta(hours=1)
     SegmentationJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago, started_at=long_ago)
     return job
@@ -243,7 +267,7 @@ def test_job_of_a_dead_worker_is_requeued_once_and_then_succeeds(
     job = claimed_and_abandoned(user, phantom_files, tmp_path)
     fresh = claimed_and_abandoned(user, phantom_files, tmp_path / "fresh")
     SegmentationJob.objects.filter(pk=fresh.pk).update(heartbeat_at=timezone.now())
-    assert services.reap_stale_jobs() == [(job.pk, "queued")]  # the fresh one is left alone
+    assert tasks.reap_dead_jobs() == [(job.pk, "queued")]  # the fresh one is left alone
     job.refresh_from_db()
     assert job.status == Status.QUEUED and "stopped responding" in job.notes[0]
     assert "Re-queued (attempt 2)" in job.notes[0]
@@ -271,7 +295,76 @@ def test_job_whose_worker_died_twice_fails_with_the_reason(
 def test_dead_job_with_a_cancel_request_is_cancelled(model, phantom_files, tmp_path, user):
     job = claimed_and_abandoned(user, phantom_files, tmp_path)
     services.cancel_job(job)
-    assert services.reap_stale_jobs() == [(job.pk, "cancelled")]
+    assert tasks.reap_dead_jobs() == [(job.pk, "cancelled")]
+
+
+@pytest.mark.django_db
+def test_reading_the_job_lists_never_reaps(alice, api, model, phantom_files, tmp_path, user):
+    """Pages and the API only read: a dead worker's job stays as it is until a worker or
+    ``reap_jobs`` looks at it."""
+    job = claimed_and_abandoned(user, phantom_files, tmp_path)
+    before = SegmentationJob.objects.values().get(pk=job.pk)
+    assert alice.get("/jobs/").status_code == 200
+    assert api.get("/api/jobs/").json()["results"][0]["status"] == "running"
+    assert alice.get(f"/jobs/{job.pk}/").status_code == 200
+    assert api.get(f"/api/jobs/{job.pk}/").json()["status"] == "running"
+    assert SegmentationJob.objects.values().get(pk=job.pk) == before
+
+
+@pytest.mark.django_db
+def test_a_reaped_job_is_no_longer_its_old_workers(
+    model, phantom_files, tmp_path, user, django_capture_on_commit_callbacks
+):
+    """Every change a worker makes is conditional on its own running attempt: once the reaper
+    re-queued the job, the old worker's heartbeat, result and failure change nothing."""
+    old = claimed_and_abandoned(user, phantom_files, tmp_path)
+    assert SegmentationJob.objects.claim(old.pk, worker="second") is None  # already running
+    assert old.beat(progress=0.5, stage="predicting") == (True, False)
+    SegmentationJob.objects.filter(pk=old.pk).update(heartbeat_at=timezone.now() - timedelta(1))
+    requeued = []
+    with django_capture_on_commit_callbacks(execute=True):
+        reaped = SegmentationJob.objects.reap_stale(stale_after_s=60, requeue=requeued.append)
+    assert reaped == [(old.pk, "queued")] and requeued == [old.pk]
+    assert old.beat(progress=0.9, stage="predicting") == (False, False)
+    assert not old.fail("too late")
+    assert not old.stop_cancelled()
+    assert not old.finish(
+        prediction_path="jobs/x/prediction.nii.gz",
+        labels_present=[20],
+        centroids={},
+        metrics=None,
+        device="cpu",
+        timings={},
+    )
+    row = SegmentationJob.objects.get(pk=old.pk)
+    assert (row.status, row.stage, row.error, row.prediction_path) == (
+        Status.QUEUED,
+        "re-queued",
+        "",
+        "",
+    )
+    second = SegmentationJob.objects.claim(old.pk, worker="second")
+    assert second.attempts == 2 and second.worker == "second"
+    assert second.fail("it broke") and not second.cancel()  # finished: nothing to cancel
+    assert SegmentationJob.objects.get(pk=old.pk).error == "it broke"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_busy_worker_reaps_dead_jobs_while_its_own_job_runs(model, phantom_files, tmp_path, user):
+    dead = claimed_and_abandoned(user, phantom_files, tmp_path / "dead")
+    mine = claimed_and_abandoned(user, phantom_files, tmp_path / "mine")
+    with tasks.JobMonitor(mine, interval=0.02, reap_every=0.05):
+        wait_for(
+            lambda: SegmentationJob.objects.filter(pk=dead.pk, status=Status.QUEUED).exists(),
+            what="the monitor of a running job to re-queue the dead one",
+        )
+    mine.refresh_from_db()
+    assert mine.status == Status.RUNNING  # its own job beats, so it is not stale
+    assert "stopped responding" in SegmentationJob.objects.get(pk=dead.pk).notes[0]
+
+
+def test_job_modes_are_the_models_modes():
+    assert set(SegmentationJob.Mode.values) == set(MODES)
 
 
 @pytest.mark.slow
@@ -318,7 +411,7 @@ def test_killed_worker_process_does_not_leave_its_job_running(
     assert job.status == Status.RUNNING  # what a dead worker leaves behind ...
     settings.CTSPINE_JOB_STALE_AFTER_S = 0.5
     time.sleep(0.6)
-    assert services.reap_stale_jobs() == [(job.pk, "queued")]  # ... until the reaper sees it
+    assert tasks.reap_dead_jobs() == [(job.pk, "queued")]  # ... until the reaper sees it
     run_db_worker()
     job.refresh_from_db()
     assert job.status == Status.SUCCEEDED and job.attempts == 2

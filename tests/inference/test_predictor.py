@@ -20,8 +20,8 @@ import torch
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from inference.nnunet_model_folder import build_tiny_model_folder, spine_phantom
-from inference.predictor import (
+from inference import predictor as predictor_module
+from inference.nnunet.config import (
     ENV_CHECKPOINT,
     ENV_DEVICE,
     ENV_FOLDS,
@@ -31,15 +31,14 @@ from inference.predictor import (
     ModelConfigError,
     ModelNotConfigured,
     PredictorConfig,
-    VertebraPredictor,
     check_model_folder,
-    clear_predictors,
     default_label_map,
     detect_folds,
-    get_predictor,
     parse_folds,
 )
+from inference.predictor import VertebraPredictor, get_predictor
 from tests.conftest import REPO
+from tests.support.model_folder import build_tiny_model_folder, spine_phantom
 
 SAMPLE_CT = "ts_example_ct_3mm.nii.gz"
 
@@ -97,21 +96,23 @@ def nnunet_reference(
 
 def test_synthetic_ct_gives_labels_on_the_input_grid(fast_cpu):
     image = asymmetric_ct()
-    labels = fast_cpu.predict(image=image, spacing_mm=(2.0, 2.0, 2.0))
+    labels = fast_cpu.predict_result(image=image, spacing_mm=(2.0, 2.0, 2.0)).labels
     assert labels.shape == image.shape
     assert labels.dtype == np.uint8
     assert labels.flags.c_contiguous
     values = set(np.unique(labels).tolist())
     assert values <= set(range(26))
     assert 0 in values and len(values) >= 3  # background plus several vertebra labels
-    assert np.array_equal(labels, fast_cpu.predict(image=image, spacing_mm=(2.0, 2.0, 2.0)))
+    assert np.array_equal(
+        labels, fast_cpu.predict_result(image=image, spacing_mm=(2.0, 2.0, 2.0)).labels
+    )
 
 
 def test_foreground_lies_on_the_bone_of_the_input(fast_cpu):
     """Orientation, semantically: labelled voxels sit on bright bone, which a flipped or transposed
     output would miss (the phantom's ball is off-centre on every axis)."""
     image = asymmetric_ct()
-    labels = fast_cpu.predict(image=image, spacing_mm=(2.0, 2.0, 2.0))
+    labels = fast_cpu.predict_result(image=image, spacing_mm=(2.0, 2.0, 2.0)).labels
     bone = image > 200
     foreground = labels > 0
     precision = (foreground & bone).sum() / foreground.sum()
@@ -140,8 +141,10 @@ def test_flipping_the_input_flips_the_output(model_dir):
     input along every axis must flip the labels the same way, and not some other way."""
     mirrored = VertebraPredictor(PredictorConfig(model_dir=model_dir, device="cpu", mirroring=True))
     image = asymmetric_ct()
-    labels = mirrored.predict(image=image, spacing_mm=(2.0, 1.5, 2.5))
-    flipped = mirrored.predict(image=image[::-1, ::-1, ::-1], spacing_mm=(2.0, 1.5, 2.5))
+    labels = mirrored.predict_result(image=image, spacing_mm=(2.0, 1.5, 2.5)).labels
+    flipped = mirrored.predict_result(
+        image=image[::-1, ::-1, ::-1], spacing_mm=(2.0, 1.5, 2.5)
+    ).labels
     assert (flipped[::-1, ::-1, ::-1] == labels).mean() > 0.995
     assert (flipped == labels).mean() < 0.97  # the check above has teeth
 
@@ -154,7 +157,9 @@ def test_anisotropic_nifti_matches_nnunet_reading_the_file(fast_cpu, model_dir, 
     path = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(image, affine), path)
     stored = nib.load(path)
-    ours = fast_cpu.predict(image=np.asarray(stored.dataobj), spacing_mm=stored.header.get_zooms())
+    ours = fast_cpu.predict_result(
+        image=np.asarray(stored.dataobj), spacing_mm=stored.header.get_zooms()
+    ).labels
 
     data_kji, properties = SimpleITKIO().read_images([str(path)])
     assert list(properties["spacing"]) == [4.0, 2.0, 1.5]
@@ -191,9 +196,9 @@ def test_real_ct_matches_nnunet_reading_the_file(model_dir, samples):
 
 def test_input_must_be_a_3d_volume_with_positive_spacing(fast_cpu):
     with pytest.raises(ValueError, match="3D"):
-        fast_cpu.predict(image=np.zeros((64, 64)), spacing_mm=(1.0, 1.0))
+        fast_cpu.predict_result(image=np.zeros((64, 64)), spacing_mm=(1.0, 1.0))
     with pytest.raises(ValueError, match="voxel sizes"):
-        fast_cpu.predict(image=np.zeros((8, 8, 8)), spacing_mm=(1.0, 0.0, 1.0))
+        fast_cpu.predict_result(image=np.zeros((8, 8, 8)), spacing_mm=(1.0, 0.0, 1.0))
 
 
 # --- label maps -----------------------------------------------------------------------------------
@@ -208,9 +213,9 @@ def test_explicit_label_map_applies_and_drops_unmapped_labels(renamed_model_dir)
     )
     assert config.label_map == {1: 20, 2: 21, 3: 22}
     predictor = VertebraPredictor(config)
-    assert predictor.info.output_labels == (20, 21, 22)
+    assert set(predictor.info.label_map.values()) - {0} == {20, 21, 22}
     image = asymmetric_ct()
-    labels = predictor.predict(image=image, spacing_mm=(2.0, 2.0, 2.0))
+    labels = predictor.predict_result(image=image, spacing_mm=(2.0, 2.0, 2.0)).labels
 
     raw = nnunet_reference(renamed_model_dir, image.transpose(2, 1, 0)[None], (2.0, 2.0, 2.0))
     raw = raw.transpose(2, 1, 0)
@@ -282,7 +287,7 @@ def test_model_info_identifies_the_model(model_dir):
     assert info.folds == ("all",)
     assert len(info.checkpoint_sha256["fold_all"]) == 16
     assert info.model_labels[20] == "L1" and info.label_map[20] == 20
-    assert info.output_labels == tuple(range(1, 26))
+    assert sorted(set(info.label_map.values()) - {0}) == list(range(1, 26))
     assert info.patch_size == (64, 64, 64) and info.spacing_mm == (2.0, 2.0, 2.0)
     assert json.loads(json.dumps(info.as_dict()))["label_map"]["25"] == 25
 
@@ -413,7 +418,7 @@ def test_cuda_prediction_agrees_with_cpu(model_dir, fast_cpu):
     image = asymmetric_ct()
     result = gpu.predict_result(image=image, spacing_mm=(2.0, 2.0, 2.0))
     assert result.device.startswith("cuda")
-    cpu_labels = fast_cpu.predict(image=image, spacing_mm=(2.0, 2.0, 2.0))
+    cpu_labels = fast_cpu.predict_result(image=image, spacing_mm=(2.0, 2.0, 2.0)).labels
     assert (result.labels == cpu_labels).mean() > 0.98  # autocast fp16 on the GPU
 
 
@@ -431,17 +436,14 @@ def test_settings_are_checked_without_torch(model_dir):
 # --- one predictor per configuration per process ---------------------------------------------------
 
 
-def test_get_predictor_loads_once_per_config(model_dir):
-    clear_predictors()
-    try:
-        first = get_predictor(PredictorConfig(model_dir=model_dir, device="cpu", mirroring=False))
-        again = get_predictor(PredictorConfig(model_dir=model_dir, device="cpu", mirroring=False))
-        other = get_predictor(PredictorConfig(model_dir=model_dir, device="cpu", mirroring=True))
-        assert first is again
-        assert other is not first
-        mapped = get_predictor(
-            PredictorConfig(model_dir=model_dir, device="cpu", mirroring=False, label_map={20: 20})
-        )
-        assert mapped is not first and mapped.info.output_labels == (20,)
-    finally:
-        clear_predictors()
+def test_get_predictor_loads_once_per_config(model_dir, monkeypatch):
+    monkeypatch.setattr(predictor_module, "_predictors", {})  # this test's own cache
+    first = get_predictor(PredictorConfig(model_dir=model_dir, device="cpu", mirroring=False))
+    again = get_predictor(PredictorConfig(model_dir=model_dir, device="cpu", mirroring=False))
+    other = get_predictor(PredictorConfig(model_dir=model_dir, device="cpu", mirroring=True))
+    assert first is again
+    assert other is not first
+    mapped = get_predictor(
+        PredictorConfig(model_dir=model_dir, device="cpu", mirroring=False, label_map={20: 20})
+    )
+    assert mapped is not first and set(mapped.info.label_map.values()) - {0} == {20}

@@ -18,7 +18,7 @@ function follow(root) {
   const tick = async () => {
     let job;
     try {
-      const response = await fetch(`${root.dataset.api}/`, { headers: { Accept: "application/json" } });
+      const response = await fetch(root.dataset.api, { headers: { Accept: "application/json" } });
       if (!response.ok) throw new Error(String(response.status));
       job = await response.json();
     } catch {
