@@ -61,6 +61,7 @@ from inference.nnunet.config import (
     parse_mode,
     read_model_jsons,
 )
+from inference.nnunet.v1_inference import is_v1_import, run_like_v1
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -196,6 +197,8 @@ class VertebraPredictor:
                 use_folds=tuple(config.folds),
                 checkpoint_name=config.checkpoint,
             )
+        if is_v1_import(self._nnunet.plans_manager.plans):  # imported by manage.py import_nnunet_v1
+            run_like_v1(self._nnunet)
         if captured.getvalue().strip():
             logger.debug("nnU-Net: %s", captured.getvalue().strip())
         self.load_seconds = time.perf_counter() - started
