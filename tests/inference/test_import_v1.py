@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 import torch
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
+from inference.models import SegmentationJob
 from inference.nnunet.config import PredictorConfig, check_model_folder
 from inference.nnunet.safe_pickle import UnsafePickleError, load_plans_pickle
 from inference.predictor import VertebraPredictor
@@ -356,3 +358,79 @@ def test_plans_unpickler_keeps_numpy_and_containers_and_refuses_the_rest():
         load_plans_pickle(pickle.dumps({"f": eval}), source="s")
     with pytest.raises(UnsafePickleError, match="s is not a readable pickle"):
         load_plans_pickle(b"not a pickle", source="s")
+
+
+# --- the model page and the job's model record ------------------------------------------------------
+
+
+@pytest.fixture
+def imported_settings(settings, media, imported) -> Path:
+    settings.CTSPINE_NNUNET_MODEL_DIR = str(imported)
+    settings.CTSPINE_NNUNET_FOLDS = "all"
+    settings.CTSPINE_NNUNET_CHECKPOINT = "checkpoint_final.pth"
+    settings.CTSPINE_NNUNET_LABEL_MAP = None
+    settings.CTSPINE_DEVICE = "auto"
+    settings.CTSPINE_NNUNET_MODE = "fast"
+    return imported
+
+
+@pytest.mark.django_db
+def test_model_page_shows_origin_hashes_geometry_labels_and_last_device(
+    alice, client, user, imported_settings
+):
+    record = json.loads((imported_settings / "import_record.json").read_text())
+    page = alice.get("/models/").content.decode()
+    assert "Imported from nnU-Net v1 (nnUNetTrainerV2__nnUNetPlansv2.1, stage 1, fold all)" in page
+    for entry in record["files_read"]:
+        assert f"<code>{entry['sha256']}</code>" in page and f"<code>{entry['path']}</code>" in page
+    assert "6.0 × 6.0 × 6.0 mm" in page and "64 × 64 × 64 voxels" in page
+    assert "<dd>all · checkpoint_final.pth" in page
+    assert "fast (one pass per tile)" in page
+    assert "<td>25</td><td>L6</td><td>L6</td>" in page
+    assert "no worker has run this model yet" in page
+
+    SegmentationJob.objects.create(
+        owner=user,
+        title="scan.nii.gz",
+        status=SegmentationJob.Status.SUCCEEDED,
+        started_at=timezone.now(),
+        device="cuda:1",
+        worker="gpu-box:4242",
+        model={"model_dir": str(imported_settings)},
+    )
+    SegmentationJob.objects.create(  # another model's run does not count
+        owner=user,
+        title="old.nii.gz",
+        status=SegmentationJob.Status.SUCCEEDED,
+        started_at=timezone.now(),
+        device="cpu",
+        model={"model_dir": "/models/other"},
+    )
+    page = alice.get("/models/").content.decode()
+    assert "the workers last used <strong>cuda:1</strong> (gpu-box:4242" in page
+    assert client.logout() is None and client.get("/models/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_model_page_of_a_v2_model_and_of_no_model(alice, settings, model):
+    page = alice.get("/models/").content.decode()
+    assert "Trained with nnU-Net v2 (the folder has no import record)" in page
+    settings.CTSPINE_NNUNET_MODEL_DIR = None
+    page = alice.get("/models/").content.decode()
+    assert "Segmentation is unavailable: CTSPINE_NNUNET_MODEL_DIR: no nnU-Net model folder" in page
+
+
+@pytest.mark.django_db
+def test_a_jobs_model_record_carries_the_import_hashes(alice, user, imported_settings):
+    info = check_model_folder(PredictorConfig.from_env_values(model_dir=str(imported_settings)))
+    job = SegmentationJob.objects.create(
+        owner=user,
+        title="scan.nii.gz",
+        status=SegmentationJob.Status.RUNNING,
+        started_at=timezone.now(),
+        device="cpu",
+        model={**info.as_dict(), "mode": "fast", "mirroring": False},
+    )
+    page = alice.get(f"/jobs/{job.pk}/").content.decode()
+    for entry in info.import_record["files_read"]:
+        assert f"<code>{entry['sha256']}</code>" in page
