@@ -29,13 +29,8 @@ from inference.models import SegmentationJob
 from inference.nnunet.config import PredictorConfig, check_model_folder
 from inference.nnunet.safe_pickle import UnsafePickleError, load_plans_pickle
 from inference.predictor import VertebraPredictor
-from tests.support.nnunet_v1 import (
-    CHECKPOINT,
-    build_v1_trained_model,
-    flat_download,
-    predict_with_v1,
-    v1_plans,
-)
+from tests.support.nnunet_v1 import build_v1_trained_model, flat_download, predict_with_v1
+from tests.support.nnunet_v1_files import CHECKPOINT, v1_plans, write_v1_files
 
 logger = logging.getLogger(__name__)
 MODEL_FOLDER = "nnUNetTrainer__nnUNetPlansv2.1__3d_fullres"
@@ -222,6 +217,25 @@ def test_download_root_import_writes_a_v2_folder_the_settings_accept(v1_trainer,
     assert info.as_dict()["import_record"]["v1_trainer"] == "nnUNetTrainerV2"
 
 
+def test_v1_files_written_without_v1_are_what_v1_loads(tmp_path):
+    """The benchmark's v1 folder (bench/v1_import_cuda.py, no nnU-Net v1 there) is a real one."""
+    from nnunet.training.model_restore import load_model_and_checkpoint_files
+
+    trainer_dir = write_v1_files(tmp_path / "v1" / "nnUNetTrainerV2__nnUNetPlansv2.1", seed=2)
+    trainer, params = load_model_and_checkpoint_files(
+        str(trainer_dir), ["all"], mixed_precision=False, checkpoint_name=CHECKPOINT
+    )
+    trainer.load_checkpoint_ram(params[0], False)  # strict: every Generic_UNet weight present
+    run_import(trainer_dir, tmp_path / "v2")
+    converted = torch.load(
+        tmp_path / "v2" / MODEL_FOLDER / "fold_all" / "checkpoint_final.pth", weights_only=True
+    )["network_weights"]
+    assert torch.equal(
+        converted["encoder.stages.2.0.convs.1.conv.weight"],
+        trainer.network.state_dict()["conv_blocks_context.2.1.blocks.0.conv.weight"].cpu(),
+    )
+
+
 def test_existing_output_is_kept_unless_overwrite(v1_trainer, tmp_path):
     run_import(v1_trainer, tmp_path)
     model_dir = tmp_path / MODEL_FOLDER
@@ -342,7 +356,7 @@ def test_a_checkpoint_with_numpy_training_curves_loads(v1_trainer, tmp_path):
     path = download / f"{CHECKPOINT}.model"
     checkpoint = torch.load(path, weights_only=False)
     checkpoint["plot_stuff"] = ([0.5, 0.4], [0.6], [np.float64(0.81), np.float32(0.8)], [])
-    checkpoint["best_stuff"] = (3, np.float64(0.12), np.float64(0.81), 2)
+    checkpoint["best_stuff"] = (3, np.float64(0.12), np.float64(0.81))
     torch.save(checkpoint, path)
     run_import(download, tmp_path / "out")
     assert (tmp_path / "out" / MODEL_FOLDER / "fold_all" / "checkpoint_final.pth").is_file()

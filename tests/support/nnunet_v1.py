@@ -1,8 +1,9 @@
 """A small nnU-Net v1 trained-model folder made with nnU-Net v1's own classes, and v1's prediction.
 
-Test-only: needs ``nnunet==1.7.1`` (requirements-dev.txt). The folder is what v1 training leaves
+Test-only: needs ``nnunet==1.7.1`` (requirements-dev.txt); the plans dict comes from
+:mod:`tests.support.nnunet_v1_files`. The folder is what v1 training leaves
 behind, ``3d_fullres/Task<id>_<name>/nnUNetTrainerV2__nnUNetPlansv2.1/{plans.pkl, all/...}``, for a
-Generic_UNet with 8/16/32 features and a 64³ patch, built from a plans dict written here (no
+Generic_UNet with 8/16/32 features and a 64³ patch, built from that plans dict (no
 training): ``nnUNetTrainerV2(...).initialize(training=False)`` then ``save_checkpoint``. The plans
 have two stages like a real CT plan (3d_lowres, then 3d_fullres as the last stage) and 26 classes
 named C1 ... L6. Weights are v1's own seeded initialisation, with the final 1x1x1 layer scaled so
@@ -15,99 +16,26 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
+from tests.support.nnunet_v1_files import (
+    CHECKPOINT,
+    DOWNLOAD_FILES,
+    TASK,
+    TRAINER_FOLDER,
+    V1_PATHS,
+    v1_plans,
+)
 
 # nnU-Net v1 reads its three path variables once, when it is imported; point them at an empty
 # temporary folder so it neither warns nor touches a real installation.
-_V1_PATHS = Path(tempfile.mkdtemp(prefix="nnunet_v1_paths_"))
 for _name in ("nnUNet_raw_data_base", "nnUNet_preprocessed", "RESULTS_FOLDER"):
-    os.environ[_name] = str(_V1_PATHS / _name)
+    os.environ[_name] = str(V1_PATHS / _name)
 
 import torch  # noqa: E402
 from batchgenerators.utilities.file_and_folder_operations import save_pickle  # noqa: E402
 from nnunet.inference.predict import predict_cases  # noqa: E402
 from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2  # noqa: E402
-
-from ctspine.labels import LABELS  # noqa: E402
-
-TASK = "Task601_TinyV1"
-TRAINER_FOLDER = "nnUNetTrainerV2__nnUNetPlansv2.1"
-CHECKPOINT = "model_final_checkpoint"
-DOWNLOAD_FILES = ("plans.pkl", f"{CHECKPOINT}.model", f"{CHECKPOINT}.model.pkl")
-
-# Foreground statistics of CT intensities (HU) as v1's planner stores them ("sd", not "std").
-CT_INTENSITY_PROPERTIES = {
-    "median": 260.0,
-    "mean": 320.0,
-    "sd": 230.0,
-    "mn": -1024.0,
-    "mx": 3071.0,
-    "percentile_99_5": 1350.0,
-    "percentile_00_5": -150.0,
-    "local_props": OrderedDict(),
-}
-
-
-def v1_plans(
-    *,
-    spacing: tuple[float, float, float] = (6.0, 6.0, 6.0),
-    lowres_spacing: tuple[float, float, float] = (9.0, 9.0, 9.0),
-    patch_size: tuple[int, int, int] = (64, 64, 64),
-    base_num_features: int = 8,
-    num_classes: int = len(LABELS),
-) -> dict:
-    """A v1 ``plans.pkl`` dict with two 3D stages (0 = 3d_lowres, 1 = 3d_fullres), numpy values
-    where v1's planner writes numpy values."""
-
-    def stage(current_spacing):
-        return {
-            "batch_size": 2,
-            "num_pool_per_axis": [2, 2, 2],
-            "patch_size": np.array(patch_size),
-            "median_patient_size_in_voxels": np.array(patch_size),
-            "current_spacing": np.array(current_spacing, dtype=np.float64),
-            "original_spacing": np.array((3.0, 3.0, 3.0)),
-            "do_dummy_2D_data_aug": False,
-            "pool_op_kernel_sizes": [[2, 2, 2], [2, 2, 2]],
-            "conv_kernel_sizes": [[3, 3, 3], [3, 3, 3], [3, 3, 3]],
-        }
-
-    all_classes = list(range(1, num_classes + 1))
-    return {
-        "num_stages": 2,
-        "num_modalities": 1,
-        "modalities": {0: "CT"},
-        "normalization_schemes": OrderedDict([(0, "CT")]),
-        "dataset_properties": {
-            "all_classes": all_classes,
-            "modalities": {0: "CT"},
-            "intensityproperties": OrderedDict([(0, dict(CT_INTENSITY_PROPERTIES))]),
-            "size_reductions": OrderedDict(),
-            "all_spacings": [np.array((3.0, 3.0, 3.0))],
-            "all_sizes": [(30, 101, 122)],
-        },
-        "list_of_npz_files": [],
-        "original_spacings": [np.array((3.0, 3.0, 3.0))],
-        "original_sizes": [(30, 101, 122)],
-        "preprocessed_data_folder": str(_V1_PATHS / "nnUNet_preprocessed" / TASK),
-        "num_classes": num_classes,
-        "all_classes": all_classes,
-        "base_num_features": base_num_features,
-        "use_mask_for_norm": OrderedDict([(0, False)]),
-        "keep_only_largest_region": None,
-        "min_region_size_per_class": None,
-        "min_size_per_class": None,
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "data_identifier": "nnUNetData_plans_v2.1",
-        "plans_per_stage": {0: stage(lowres_spacing), 1: stage(spacing)},
-        "preprocessor_name": "GenericPreprocessor",
-        "conv_per_stage": 2,
-    }
 
 
 def build_v1_trained_model(
@@ -135,7 +63,7 @@ def build_v1_trained_model(
             str(plans_file),
             "all",
             output_folder=str(trainer_dir / "all"),
-            dataset_directory=str(_V1_PATHS / "nnUNet_preprocessed" / TASK),
+            dataset_directory=str(V1_PATHS / "nnUNet_preprocessed" / TASK),
             batch_dice=False,
             stage=stage,
             unpack_data=False,
