@@ -37,6 +37,7 @@ from inference.nnunet.config import (
     PredictorConfig,
     check_model_folder,
 )
+from inference.nnunet.v1_inference import is_v1_import, run_like_v1
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ class VertebraPredictor:
                 use_folds=tuple(config.folds),
                 checkpoint_name=config.checkpoint,
             )
+        if is_v1_import(self._nnunet.plans_manager.plans):  # imported by manage.py import_nnunet_v1
+            run_like_v1(self._nnunet)
         if captured.getvalue().strip():
             logger.debug("nnU-Net: %s", captured.getvalue().strip())
         self.load_seconds = time.perf_counter() - started

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from inference import api, views
+from inference import api, model_page, views
 from viewer.tiles.urls import tile_urlpatterns
 
 app_name = "inference"
@@ -13,6 +13,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/cancel", views.job_cancel, name="job-cancel"),
     path("jobs/<int:job_id>/files/<str:which>", views.job_file, name="job-file"),
     path("cases/<str:case_id>/segment", views.case_segment, name="case-segment"),
+    path("models/", model_page.model_page, name="model-page"),
     # API
     path("api/uploads/", api.UploadListCreate.as_view(), name="api-upload-list"),
     path("api/jobs/", api.JobListCreate.as_view(), name="api-job-list"),

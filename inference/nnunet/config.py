@@ -30,6 +30,7 @@ ENV_LABEL_MAP = "CTSPINE_NNUNET_LABEL_MAP"
 ENV_MODE = "CTSPINE_NNUNET_MODE"
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
+IMPORT_RECORD = "import_record.json"  # written by manage.py import_nnunet_v1 beside plans.json
 MODES = {"accurate": True, "fast": False}  # mode name -> test-time mirroring
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -135,7 +136,9 @@ class ModelInfo:
     ``checkpoint_sha256``: first 16 hex digits of each fold's checkpoint, by fold name ("fold_all").
     ``model_labels``: dataset.json label value -> name; ``label_map``: model value -> CTSpine1K value
     actually applied. ``image_reader_writer``: the reader nnU-Net trained with ("SimpleITKIO" sees each
-    file in its stored orientation; "SimpleITKIOWithReorient" sees RAS+).
+    file in its stored orientation; "SimpleITKIOWithReorient" sees RAS+). ``import_record``: for a
+    folder imported from nnU-Net v1, its ``import_record.json`` (source path, SHA-256 of every file
+    read); None for a model trained with v2.
     """
 
     model_dir: str
@@ -152,6 +155,7 @@ class ModelInfo:
     image_reader_writer: str
     patch_size: tuple[int, ...]
     spacing_mm: tuple[float, ...]  # nnU-Net's target spacing, (k, j, i) order
+    import_record: dict | None = field(default=None, hash=False, compare=False)
 
     def as_dict(self) -> dict:
         """JSON-ready form (dict keys as strings, tuples as lists)."""
@@ -170,6 +174,7 @@ class ModelInfo:
             "image_reader_writer": self.image_reader_writer,
             "patch_size": list(self.patch_size),
             "spacing_mm": list(self.spacing_mm),
+            "import_record": self.import_record,
         }
 
 
@@ -352,7 +357,22 @@ def check_model_folder(config: PredictorConfig) -> ModelInfo:
         image_reader_writer=str(plans.get("image_reader_writer", "SimpleITKIO")),
         patch_size=tuple(int(n) for n in configuration_plans["patch_size"]),
         spacing_mm=tuple(float(s) for s in configuration_plans["spacing"]),
+        import_record=read_import_record(directory),
     )
+
+
+def read_import_record(directory: Path) -> dict | None:
+    """``import_record.json`` of an imported model folder, or None when the folder has none."""
+    path = Path(directory) / IMPORT_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelConfigError(f"cannot read {path}: {error}", variable=ENV_MODEL_DIR) from error
+    if not isinstance(record, dict) or not isinstance(record.get("files_read"), list):
+        raise ModelConfigError(f"{path} has no 'files_read' list", variable=ENV_MODEL_DIR)
+    return record
 
 
 def _configuration_plans(plans: dict, name: str) -> dict:
