@@ -4,7 +4,8 @@ Same NIfTI file, same model folder, same device, each variant in a fresh process
 its peak memory is its own), the model loaded once per process and one warm-up run excluded:
 
 - direct: what an nnU-Net user writes for one file in-process: ``SimpleITKIO.read_images``,
-  ``nnUNetPredictor.predict_single_npy_array``, ``SimpleITKIO.write_seg``;
+  ``nnUNetPredictor.predict_single_npy_array``, ``SimpleITKIO.write_seg`` (``--direct-io
+  nibabel``: nnU-Net's ``NibabelIO`` instead, for machines without SimpleITK);
 - system: ``POST /api/uploads/`` (streamed to disk, checked: header, full decode, CT check),
   job row and task in the queue (django-tasks-db, SQLite in a temp dir), the db worker's loop,
   the task (claim, heartbeat thread, read, ``VertebraPredictor``, label map, writing the result in
@@ -44,8 +45,12 @@ def peak_rss_mb() -> float:
 
 def run_direct(args) -> dict:
     import torch
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    if args.direct_io == "nibabel":
+        from nnunetv2.imageio.nibabel_reader_writer import NibabelIO as ReaderWriter
+    else:
+        from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO as ReaderWriter
 
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -63,7 +68,7 @@ def run_direct(args) -> dict:
 
     def once() -> float:
         started = time.perf_counter()
-        io = SimpleITKIO()
+        io = ReaderWriter()
         data, properties = io.read_images([args.image])
         segmentation = predictor.predict_single_npy_array(data, properties)
         io.write_seg(segmentation, str(output), properties)
@@ -150,7 +155,7 @@ def child(args, variant: str) -> dict:
     command = [
         sys.executable, __file__, "--child", variant, "--image", args.image, "--model-dir",
         args.model_dir, "--workdir", args.workdir, "--repeats", str(args.repeats), "--device",
-        args.device, *(["--mirroring"] if args.mirroring else []),
+        args.device, "--direct-io", args.direct_io, *(["--mirroring"] if args.mirroring else []),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode:
@@ -167,6 +172,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mirroring", action="store_true", help="test-time mirroring (8x)")
+    parser.add_argument(
+        "--direct-io",
+        choices=("simpleitk", "nibabel"),
+        default="simpleitk",
+        help="nnU-Net's reader/writer for the direct baseline (nibabel where SimpleITK is absent)",
+    )
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=("direct", "system"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -124,7 +124,7 @@ def main() -> None:
         if not args.no_cpu:
             runs["v1 mode, cpu"] = predictor(model_dir, "cpu")
         functions = {
-            name: (lambda p=p: p.predict(image=stored, spacing_mm=spacing))
+            name: (lambda p=p: p.predict_result(image=stored, spacing_mm=spacing).labels)
             for name, p in runs.items()
         }
         devices = {name: p.device_name for name, p in runs.items()}
