@@ -1,0 +1,48 @@
+"""Test-only variants of the phantom dataset: a copy of it with label files rewritten so that a
+test can make the curated anomaly lists and the labels disagree, or replace a case by a volume of
+known geometry. The phantom writer itself is left as it is."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ctspine.phantom.anatomy import PhantomSpec, plan_cases
+
+PHANTOM_CASES, PHANTOM_SEED = 24, 7  # the phantom of tests/conftest.py
+
+
+def phantom_specs() -> dict[str, PhantomSpec]:
+    """The planned cases of the test phantom, by case id."""
+    return {s.case_id: s for s in plan_cases(PHANTOM_CASES, seed=PHANTOM_SEED, full_size=False)}
+
+
+def copy_dataset(root: Path, destination: Path) -> Path:
+    """A copy of the dataset at ``root`` that a test may change."""
+    return Path(shutil.copytree(root, destination))
+
+
+def relabel(path: Path, mapping: dict[int, int]) -> None:
+    """Rewrite the label file at ``path`` with each value ``old`` replaced by ``mapping[old]``,
+    keeping its stored orientation, affine and header (the replacement is voxel-wise, so the
+    storage order does not matter)."""
+    image = nib.load(path)
+    data = np.asanyarray(image.dataobj)
+    out = data.copy()
+    for old, new in mapping.items():
+        assert np.any(data == old), f"{path.name} has no label {old} to rewrite"
+        out[data == old] = new
+    nib.save(nib.Nifti1Image(out, image.affine, image.header), path)
+
+
+def save_ras(path: Path, data: np.ndarray, spacing_mm: tuple[float, float, float]) -> Path:
+    """``data`` (RAS voxel order) as a NIfTI with a diagonal affine of ``spacing_mm``."""
+    affine = np.diag([*spacing_mm, 1.0])
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    nib.save(image, path)
+    return path
