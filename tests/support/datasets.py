@@ -4,6 +4,7 @@ known geometry. The phantom writer itself is left as it is."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -46,3 +47,24 @@ def save_ras(path: Path, data: np.ndarray, spacing_mm: tuple[float, float, float
     image.set_sform(affine, code=1)
     nib.save(image, path)
     return path
+
+
+def save_stored_gzip(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    """``data`` as a ``.nii.gz`` whose deflate blocks are stored, not compressed (level 0): its
+    size depends on the shape and dtype alone, so new pixels can be written at the same size."""
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=0, mtime=0))
+    return path
+
+
+def replace_case(
+    root: Path, case_id: str, *, image: np.ndarray, labels: np.ndarray, affine: np.ndarray
+) -> PhantomSpec:
+    """Overwrite the image and label files of ``case_id`` in the dataset at ``root`` (arrays in
+    the storage order ``affine`` describes); the image as a stored-deflate ``.nii.gz``."""
+    spec = phantom_specs()[case_id]
+    save_stored_gzip(root / spec.image_relpath, image, affine)
+    save_stored_gzip(root / spec.label_relpath, labels, affine)
+    return spec
