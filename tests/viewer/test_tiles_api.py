@@ -58,11 +58,17 @@ def test_sagittal_and_coronal_tiles_have_the_display_orientation(client, lps_cas
             {"overlay": 0, "window": "bone"},
         )
     )
-    assert sag.shape == (z, y)
-    assert sag[z - 1 - 3, y - 1 - 4] == _window(image[x // 2, 4, 3], 1800, 400)
+    # Whole tiles: sagittal column c is j = Y-1-c, row r is k = Z-1-r; coronal column c is
+    # i = X-1-c (patient's right on the left). One pixel would pass a left-right flip.
+    assert np.array_equal(sag, _window(image[x // 2, ::-1, ::-1].T, 1800, 400))
+    for i in (x // 3, x - 2):
+        off_centre = client.get(
+            f"/api/cases/{case.case_id}/slices/sagittal/{i}.png", {"overlay": 0, "window": "bone"}
+        )
+        assert np.array_equal(_png(off_centre), _window(image[i, ::-1, ::-1].T, 1800, 400))
     cor = _png(client.get(f"/api/cases/{case.case_id}/slices/coronal/{y // 2}.png", {"overlay": 0}))
-    assert cor.shape == (z, x)
-    assert cor[z - 1 - 2, x - 1 - 6] == _window(image[6, y // 2, 2], 1800, 400)
+    assert np.array_equal(cor, _window(image[::-1, y // 2, ::-1].T, 1800, 400))
+    assert not np.array_equal(cor, cor[:, ::-1])  # the tile is not left-right symmetric
 
 
 def test_overlay_uses_the_colour_table(client, lps_case):
@@ -172,8 +178,9 @@ def test_volume_and_voxel_readout(client, lps_case):
     assert info["stored_orientation"] == "LPS"
     names = [v["name"] for v in info["vertebrae"]]
     assert names == case.vertebra_names
-    first = info["vertebrae"][0]
-    assert labels[tuple(first["voxel"])] == first["value"] or labels[tuple(first["voxel"])] == 0
+    for vertebra in info["vertebrae"]:  # the rounded voxel centroid (it may lie in the canal)
+        centre = np.argwhere(labels == vertebra["value"]).mean(axis=0)
+        assert vertebra["voxel"] == [int(round(c)) for c in centre], vertebra["name"]
     i, j, k = (int(v) for v in np.argwhere(labels > 0)[0])
     x, y = image.shape[:2]
     readout = client.get(
