@@ -92,6 +92,20 @@ def test_facets_count_both_sources(client, catalog):
     ).json()
     assert labelled["total"] == 3
     assert labelled["anomaly"] == {"lumbarization": 2, "sacralization": 0, "any": 2, "none": 1}
+    assert labelled["anomaly_labels"] == {
+        "lumbarization": 3,
+        "sacralization": 0,
+        "any": 3,
+        "none": 0,
+    }
+    published = client.get("/api/cases/facets/", {"anomaly": "lumbarization"}).json()
+    assert published["anomaly"] == {"lumbarization": 3, "sacralization": 0, "any": 3, "none": 0}
+    assert published["anomaly_labels"] == {
+        "lumbarization": 2,
+        "sacralization": 0,
+        "any": 2,
+        "none": 1,
+    }
 
 
 def test_each_case_reports_both_sources_and_whether_they_disagree(client, catalog):
