@@ -10,19 +10,11 @@ import pytest
 from PIL import Image
 
 from ctspine.labels import LABEL_BY_VALUE
+from tests.support.tiles import png_pixels as _png
+from tests.support.tiles import window as _window
 from viewer.models import Case
 
 pytestmark = pytest.mark.django_db
-
-
-def _png(response) -> np.ndarray:
-    assert response.status_code == 200, response.content[:300]
-    return np.asarray(Image.open(io.BytesIO(response.content)))
-
-
-def _window(values, width, level):
-    lower = level - width / 2
-    return np.floor(np.clip((np.asarray(values, np.float64) - lower) / width, 0, 1) * 255 + 0.5)
 
 
 @pytest.fixture
