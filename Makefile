@@ -63,3 +63,8 @@ bench: install
 
 clean:
 	rm -rf cache staticfiles .pytest_cache
+
+# Seeded bugs against the tests (bench/mutations.py): a few minutes, not part of `make test`.
+.PHONY: mutants
+mutants: install
+	$(PY) bench/mutations.py

@@ -86,6 +86,7 @@ SAGITTAL_LAYOUT = "sagittal-display"
 _WRITE_CHUNK_BYTES = 16 << 20
 _SAGITTAL_CHUNK_SLICES = 4  # k-slices per copy step (~1 s for 512 x 512 x 500 int16)
 _BACKGROUND_NICENESS = 10
+_ANY = object()  # _delete_entry: whatever the entry's last use
 
 
 @dataclass(frozen=True)
@@ -396,7 +397,7 @@ class VolumeCache:
         total = sum(entry.size_bytes for entry in entries)
         deleted = []
         for entry in [e for e in entries if e.last_used is None and e.key not in protect]:
-            if self._delete_entry(entry.key):
+            if self._delete_entry(entry.key, if_last_used=entry.last_used):
                 total -= entry.size_bytes
                 deleted.append(entry.key)
         used = sorted((e for e in entries if e.last_used is not None), key=lambda e: e.last_used)
@@ -405,7 +406,7 @@ class VolumeCache:
                 break
             if entry.key in protect:
                 continue
-            if self._delete_entry(entry.key):
+            if self._delete_entry(entry.key, if_last_used=entry.last_used):
                 total -= entry.size_bytes
                 deleted.append(entry.key)
         if total > self.max_bytes:
@@ -835,7 +836,11 @@ class VolumeCache:
             if directory.name != key:
                 self._delete_entry(directory.name)
 
-    def _delete_entry(self, key: str) -> bool:
+    def _delete_entry(self, key: str, *, if_last_used: float | None | object = _ANY) -> bool:
+        """Delete the entry ``key`` unless it is locked; with ``if_last_used``, only if its
+        sidecar's mtime (None: no sidecar) is still that. Eviction decides from a listing made
+        before it takes the entry's lock: meanwhile another process may have committed the entry
+        (then no longer a crashed conversion's leftover) or used it (no longer the LRU one)."""
         lock = self._lock(key, blocking=False)
         if lock is None:
             return False  # being converted right now
@@ -845,6 +850,8 @@ class VolumeCache:
             return False  # its sagittal copy is being built right now
         try:
             directory = self._entry_dir(key)
+            if if_last_used is not _ANY and _last_used(directory) != if_last_used:
+                return False
             (directory / META_FILE).unlink(missing_ok=True)  # uncommit first
             shutil.rmtree(directory, ignore_errors=True)
             self._lock_path(key).unlink(missing_ok=True)
@@ -854,6 +861,14 @@ class VolumeCache:
             os.close(lock)
         self._forget(key)
         return True
+
+
+def _last_used(directory: Path) -> float | None:
+    """The entry's last use (its sidecar's mtime, unix seconds); None without a sidecar."""
+    try:
+        return (directory / META_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return None
 
 
 def write_sagittal_copy(storage: np.ndarray, path: Path) -> tuple[int, int]:

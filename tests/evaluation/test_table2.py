@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.plots import PLOT_HEIGHT, TOP, strip_plot
+from evaluation.plots import COLUMN_WIDTH, PLOT_HEIGHT, TOP, strip_plot
 from evaluation.table2 import (
     MEAN_OF_SPINE,
     MEAN_OF_VERTEBRAE,
@@ -146,7 +146,11 @@ def test_strip_plot_geometry():
     assert l5.box_top == pytest.approx(TOP + 0.25 * PLOT_HEIGHT) and l5.box_height == pytest.approx(
         PLOT_HEIGHT / 2
     )
-    assert (
-        strip_plot([(L5, "a", 0.5)]).columns[0].points
-        == strip_plot([(L5, "a", 0.5)]).columns[0].points
-    )
+    assert l5.x - plot.columns[0].x == COLUMN_WIDTH
+    # The jitter depends on the case id alone: "a" keeps its offset from the column centre
+    # whatever else is plotted, and the three cases do not sit on one vertical line.
+    alone = strip_plot([(L5, "a", 0.5)]).columns[0]
+    a = next(p for p in l5.points if p.case_id == "a")
+    assert alone.points[0].x - alone.x == pytest.approx(a.x - l5.x, abs=0.1)
+    assert alone.points[0].y == TOP + PLOT_HEIGHT / 2
+    assert len({p.x for p in l5.points}) == 3

@@ -3,6 +3,8 @@
 import pytest
 from django.core.management import call_command
 
+from tests.support.datasets import phantom_specs
+
 pytestmark = pytest.mark.django_db
 
 
@@ -35,9 +37,22 @@ def test_bad_parameter_is_400_naming_it(client, catalog, params, bad):
         assert bad in response.json(), response.json()
 
 
-def test_vertebra_accepts_names_numbers_and_repeats(client, catalog):
-    for params in ({"vertebra": "L1,L2"}, {"vertebra": ["L1", "21"]}, {"vertebra": "l1, l2"}):
-        assert client.get("/api/cases/", params).status_code == 200
+def test_vertebra_accepts_names_numbers_and_repeats(client, ingested_phantom):
+    specs = phantom_specs().values()  # the phantom of tests/conftest.py
+    with_l1_l2 = {s.case_id for s in specs if {20, 21} <= set(s.expected_labels)}
+    with_l6 = {s.case_id for s in specs if 25 in s.expected_labels}
+    assert with_l1_l2 and with_l6 and with_l1_l2 != {s.case_id for s in specs}
+    for params, expected in (
+        ({"vertebra": "L1,L2"}, with_l1_l2),
+        ({"vertebra": ["L1", "21"]}, with_l1_l2),
+        ({"vertebra": "l1, l2"}, with_l1_l2),
+        ({"vertebra": ["L1", "L1", "L2"]}, with_l1_l2),
+        ({"vertebra": "25"}, with_l6),
+        ({"vertebra": ["L6", "L1"]}, with_l6 & with_l1_l2),
+    ):
+        response = client.get("/api/cases/", {**params, "page_size": 100})
+        assert response.status_code == 200, response.content
+        assert {row["case_id"] for row in response.json()["results"]} == expected, params
 
 
 def test_labels_table(client):
