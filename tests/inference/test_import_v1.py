@@ -114,7 +114,7 @@ def test_imported_model_predicts_what_v1_predicts(case, ct_cases, v1_outputs, pr
     # As nnU-Net (both versions) reads a file: SimpleITK's array of the stored voxels, (k, j, i).
     stored = np.asanyarray(image.dataobj).astype(np.float32)
     spacing = [float(s) for s in image.header.get_zooms()]
-    labels = predictor.predict(image=stored, spacing_mm=spacing)
+    labels = predictor.predict_result(image=stored, spacing_mm=spacing).labels
 
     v1_labels = np.asanyarray(nib.load(v1_outputs[case]).dataobj)
     agreement = float((labels == v1_labels).mean())
