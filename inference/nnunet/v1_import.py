@@ -167,7 +167,7 @@ def check_convertible(model: V1Model, *, source: Path) -> None:
     """Refuse, naming what was found, anything but a 3D full-resolution ``nnUNetTrainerV2``
     (Generic_UNet) with one CT channel and plain (not region-based) labels."""
     plans, trainer = model.plans, model.trainer
-    if "cascade" in trainer.lower() or "cascade" in str(source).lower():
+    if "cascade" in trainer.lower() or "3d_cascade_fullres" in Path(source).parts:
         raise V1ImportError(
             f"{source} is a cascade model (trainer {trainer}): its network also reads the "
             "low-resolution prediction; only 3d_fullres models can be imported"

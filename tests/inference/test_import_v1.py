@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_imported_model_predicts_what_v1_predicts(case, ct_cases, v1_outputs, pr
     # As nnU-Net (both versions) reads a file: SimpleITK's array of the stored voxels, (k, j, i).
     stored = np.asanyarray(image.dataobj).astype(np.float32)
     spacing = [float(s) for s in image.header.get_zooms()]
-    labels = predictor.predict(image=stored, spacing_mm=spacing)
+    labels = predictor.predict_result(image=stored, spacing_mm=spacing).labels
 
     v1_labels = np.asanyarray(nib.load(v1_outputs[case]).dataobj)
     agreement = float((labels == v1_labels).mean())
@@ -261,6 +262,10 @@ def _rewrite_info(download: Path, change) -> None:
     path.write_bytes(pickle.dumps(info))
 
 
+def _anisotropic_kernels(info):
+    info["plans"]["plans_per_stage"][1]["conv_kernel_sizes"] = [[1, 3, 3], [3, 3, 3], [3, 3, 3]]
+
+
 def _two_d(info):
     info["plans"]["plans_per_stage"][1]["patch_size"] = np.array([64, 64])
 
@@ -276,8 +281,9 @@ def _two_d(info):
         (lambda i: i.update(name="nnUNetTrainer"), "was trained with nnUNetTrainer; only nnUNetTrainerV2"),
         (lambda i: i["plans"].update(normalization_schemes={0: "nonCT"}), r"normalises its input with \['nonCT'\]"),
         (lambda i: i["plans"].update(num_classes=24), "disagree on num_classes"),
+        (_anisotropic_kernels, r"decoder stage 1 uses kernel \[3, 3, 3\] where v2's PlainConvUNet uses \[1, 3, 3\]"),
     ],
-    ids=["cascade", "regions-trainer", "regions-plans", "2d", "lowres", "trainer", "not-ct", "mismatch"],
+    ids=["cascade", "regions-trainer", "regions-plans", "2d", "lowres", "trainer", "not-ct", "mismatch", "kernels"],
 )  # fmt: skip
 def test_unsupported_models_are_refused_naming_what_was_found(
     change, message, v1_trainer, tmp_path
@@ -448,3 +454,10 @@ def test_a_jobs_model_record_carries_the_import_hashes(alice, user, imported_set
     page = alice.get(f"/jobs/{job.pk}/").content.decode()
     for entry in info.import_record["files_read"]:
         assert f"<code>{entry['sha256']}</code>" in page
+
+
+def test_a_trainer_folder_under_3d_cascade_fullres_is_refused(v1_trainer, tmp_path):
+    cascade = tmp_path / "3d_cascade_fullres" / "Task601_TinyV1" / v1_trainer.name
+    shutil.copytree(v1_trainer, cascade)
+    with pytest.raises(CommandError, match=r"is a cascade model \(trainer nnUNetTrainerV2\)"):
+        run_import(cascade, tmp_path / "out")
