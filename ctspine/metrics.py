@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from scipy import ndimage
@@ -101,8 +101,13 @@ _HISTOGRAM_SLAB_VOXELS = 1 << 22
 class LabelMetrics:
     """Metrics of one label (1-25), of the whole spine (label 0, "spine") or of a binary mask.
 
+    The one per-vertebra result type: the job page, the evaluation tables, the stored rows
+    (``evaluation.models.LabelResult`` has these fields), the CSV and the JSON all use it.
+
     ``dice`` and ``nsd`` are fractions in [0, 1]; ``hd95_mm`` and ``assd_mm`` are in mm, None
     when the label is in only one of the two volumes; ``*_voxels`` are voxel counts.
+    ``predicted_as``: the predicted vertebra label covering most of the reference vertebra (None:
+    none, or the label is in the prediction only); ``off_by_one``: it is a neighbouring level.
     """
 
     label: int
@@ -113,6 +118,26 @@ class LabelMetrics:
     nsd: float
     ref_voxels: int
     pred_voxels: int
+    predicted_as: int | None = None
+    off_by_one: bool = False
+
+    @property
+    def found(self) -> str:
+        """ "both", "missed" (in the reference only) or "extra" (in the prediction only)."""
+        if not self.pred_voxels:
+            return "missed"
+        return "extra" if not self.ref_voxels else "both"
+
+    @property
+    def predicted_name(self) -> str | None:
+        return None if self.predicted_as is None else label_name(self.predicted_as)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LabelMetrics:
+        """From ``asdict()`` output, such as a job's stored comparison; fields added since it
+        was stored take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 @dataclass(frozen=True)
@@ -252,16 +277,21 @@ def compare_labels(
         sub = _union_box(ref_boxes[value - 1], pred_boxes[value - 1])
         return ref_crop[sub] == value, pred_crop[sub] == value
 
+    confusion = _confusion(joint, wanted)
+    levels = {row.label: row for row in confusion}
     per_label = [
-        _metrics_row(
-            label=value,
-            name=label_name(value),
-            intersection=int(joint[value, value]),
-            n_ref=int(ref_counts[value]),
-            n_pred=int(pred_counts[value]),
-            masks=lambda value=value: label_masks(value),
-            spacing=spacing,
-            tolerance=tolerance,
+        _with_level(
+            _metrics_row(
+                label=value,
+                name=label_name(value),
+                intersection=int(joint[value, value]),
+                n_ref=int(ref_counts[value]),
+                n_pred=int(pred_counts[value]),
+                masks=lambda value=value: label_masks(value),
+                spacing=spacing,
+                tolerance=tolerance,
+            ),
+            levels.get(value),
         )
         for value in wanted
         if ref_counts[value] or pred_counts[value]  # in neither: not counted
@@ -279,7 +309,6 @@ def compare_labels(
             spacing=spacing,
             tolerance=tolerance,
         )
-    confusion = _confusion(joint, wanted)
     return Comparison(
         spacing_mm=tuple(float(s) for s in spacing),
         tolerance_mm=tolerance,
@@ -374,6 +403,12 @@ def _metrics_row(
     )
 
 
+def _with_level(row: LabelMetrics, confusion: VertebraConfusion | None) -> LabelMetrics:
+    if confusion is None:  # in the prediction only
+        return row
+    return replace(row, predicted_as=confusion.main_label, off_by_one=confusion.off_by_one)
+
+
 def _dice(intersection: int, n_ref: int, n_pred: int) -> float:
     # medpy's expression, so that the floats are identical to its dc().
     return 2.0 * intersection / float(n_ref + n_pred)
@@ -411,7 +446,8 @@ def _surface_metrics(
 def _surface(mask: np.ndarray) -> np.ndarray:
     """Surface voxels of a boolean mask: the mask minus its erosion by the face-connected cross,
     voxels beyond the array counting as background (medpy's ``mask ^ binary_erosion(mask)``).
-    Shifted views of a zero-padded copy do the erosion 3-6x faster than ``binary_erosion``."""
+    Shifted views of a zero-padded copy do the erosion faster than ``binary_erosion``
+    (bench/metrics.py)."""
     padded = np.pad(mask, 1)
     inner = (slice(1, -1),) * mask.ndim
     interior = mask.copy()
@@ -422,14 +458,14 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 
 
 def _indices(mask: np.ndarray) -> np.ndarray:
-    """(n, ndim) indices of the true voxels in C order: ``np.argwhere``, 2-3x faster."""
+    """(n, ndim) indices of the true voxels in C order: ``np.argwhere``, faster."""
     return np.stack(np.unravel_index(np.flatnonzero(mask), mask.shape), axis=1)
 
 
 def _joint_histogram(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """26 x 26 voxel counts, ``[r, p]`` = voxels labelled r in the reference and p in the
-    prediction: one ``bincount`` of ``ref * 26 + pred`` (10x faster than comparing label by
-    label), in slabs along the first axis to bound the memory of the int64 codes."""
+    prediction: one ``bincount`` of ``ref * 26 + pred`` (much faster than comparing label by
+    label; bench/metrics.py), in slabs along the first axis to bound the memory of the int64 codes."""
     counts = np.zeros(_NUM_VALUES * _NUM_VALUES, dtype=np.int64)
     step = max(1, _HISTOGRAM_SLAB_VOXELS // max(1, ref[0].size))
     for start in range(0, ref.shape[0], step):
@@ -514,8 +550,8 @@ def _counts(ref_counts, pred_counts, wanted: tuple[int, ...]) -> VertebraCounts:
 def _nonzero_box(array: np.ndarray, projection=None) -> tuple[slice, ...] | None:
     """Tight bounding box (slices) of the non-zero voxels of a non-negative array; None if none.
 
-    One max-reduction over the whole array, along its outermost axis in memory (~5 ms for a
-    512x512x500 uint8 volume, against ~210 ms for ``ndimage.find_objects``), gives the other
+    One max-reduction over the whole array, along its outermost axis in memory (far cheaper than
+    ``ndimage.find_objects`` on a CT; see ../shared/NOTES.md), gives the other
     axes' extent; the reduced axis's extent is read inside that box only. ``projection`` is
     the ``(axis, max)`` pair of :func:`_outer_projection`, when already computed.
     """

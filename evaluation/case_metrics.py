@@ -1,4 +1,4 @@
-"""Evaluating one prediction file against its ground truth (pure: no Django, no ORM).
+"""Evaluating one prediction file against its ground truth (no ORM, no settings).
 
 This is the worker function of ``evaluation.evaluate``: it runs in a process pool, takes a small
 picklable :class:`PairTask` of paths and returns a picklable :class:`PairResult` of plain values.
@@ -13,14 +13,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ctspine.imaging.volume_io import VolumeError, check_same_grid, read_volume
-from ctspine.metrics import compare_labels
+from django.db import models
 
-OK = "ok"
-MISSING = "missing"
-GRID_MISMATCH = "grid_mismatch"
-UNREADABLE = "unreadable"
-STATUSES = (OK, MISSING, GRID_MISMATCH, UNREADABLE)
+from ctspine.imaging.volume_io import VolumeError, check_same_grid, read_volume
+from ctspine.metrics import LabelMetrics, compare_labels
+
+
+class CaseStatus(models.TextChoices):
+    """How one case of an evaluation ended (``evaluation.models.CaseResult.status``)."""
+
+    OK = "ok", "evaluated"
+    MISSING = "missing", "no prediction"
+    GRID_MISMATCH = "grid_mismatch", "grid mismatch"
+    UNREADABLE = "unreadable", "unreadable"
+
+
+OK, MISSING, GRID_MISMATCH, UNREADABLE = CaseStatus
 
 
 @dataclass(frozen=True)
@@ -35,26 +43,6 @@ class PairTask:
 
 
 @dataclass(frozen=True)
-class LabelRow:
-    """The metrics of one vertebra label (1-25) of one case, as ``ctspine.metrics.LabelMetrics``
-    plus the level check: ``predicted_as`` is the predicted vertebra label covering most of the
-    reference vertebra (None: none, or the label is in the prediction only), ``off_by_one`` that
-    it is a neighbouring level. Dice and NSD are fractions; distances in mm, None when the label
-    is in one volume only."""
-
-    label: int
-    name: str
-    dice: float
-    hd95_mm: float | None
-    assd_mm: float | None
-    nsd: float
-    ref_voxels: int
-    pred_voxels: int
-    predicted_as: int | None
-    off_by_one: bool
-
-
-@dataclass(frozen=True)
 class PairResult:
     """What one case gave. ``status`` is ``ok``, ``grid_mismatch`` or ``unreadable`` (then
     ``error`` says why and there are no metrics). ``mean_*`` are the case's "Mean of Vertebrae"
@@ -65,7 +53,7 @@ class PairResult:
     case_id: str
     status: str
     error: str = ""
-    labels: tuple[LabelRow, ...] = ()
+    labels: tuple[LabelMetrics, ...] = ()
     mean_dice: float | None = None
     mean_hd95_mm: float | None = None
     mean_assd_mm: float | None = None
@@ -109,22 +97,7 @@ def evaluate_pair(task: PairTask) -> PairResult:
         spacing_mm=reference.spacing,
         tolerance_mm=task.tolerance_mm,
     )
-    confusion = {row.label: row for row in comparison.confusion}
-    rows = tuple(
-        LabelRow(
-            label=m.label,
-            name=m.name,
-            dice=m.dice,
-            hd95_mm=m.hd95_mm,
-            assd_mm=m.assd_mm,
-            nsd=m.nsd,
-            ref_voxels=m.ref_voxels,
-            pred_voxels=m.pred_voxels,
-            predicted_as=confusion[m.label].main_label if m.label in confusion else None,
-            off_by_one=confusion[m.label].off_by_one if m.label in confusion else False,
-        )
-        for m in comparison.per_label
-    )
+    rows = tuple(comparison.per_label)
     mean, spine = comparison.mean_of_vertebrae, comparison.spine
     return PairResult(
         case_id=task.case_id,

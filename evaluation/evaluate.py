@@ -29,8 +29,8 @@ from evaluation import table2
 from evaluation.case_metrics import MISSING, OK, PairResult, PairTask, evaluate_pair
 from evaluation.models import EVALUATED_SPLITS, CaseResult, EvaluationRun, LabelResult
 from evaluation.prediction_files import match_predictions
-from evaluation.reports import run_document
 from evaluation.result_files import file_stem, labels_csv, table_csv, write_json, write_text
+from evaluation.serializers import RunDocumentSerializer
 from viewer.models import Case
 
 # progress(iterable, total) -> the same items, e.g. wrapped in a tqdm bar.
@@ -136,7 +136,7 @@ def run_evaluation(
     except BaseException as exc:
         # Record why before re-raising, so the run is never left "running" after a failure
         # (KeyboardInterrupt included).
-        run.status, run.error, run.finished = EvaluationRun.FAILED, repr(exc), timezone.now()
+        run.status, run.error, run.finished = EvaluationRun.Status.FAILED, repr(exc), timezone.now()
         run.save(update_fields=["status", "error", "finished"])
         raise
     return run
@@ -183,20 +183,7 @@ def _store(run: EvaluationRun, plan: CasePlan, files: dict[str, Path], results) 
         )
         rows.append(row)
         labels += [
-            LabelResult(
-                run=run,
-                case_result=row,
-                label=value.label,
-                dice=value.dice,
-                hd95_mm=value.hd95_mm,
-                assd_mm=value.assd_mm,
-                nsd=value.nsd,
-                ref_voxels=value.ref_voxels,
-                pred_voxels=value.pred_voxels,
-                predicted_as=value.predicted_as,
-                off_by_one=value.off_by_one,
-            )
-            for value in result.labels
+            LabelResult.from_metrics(value, run=run, case_result=row) for value in result.labels
         ]
     with transaction.atomic():
         CaseResult.objects.bulk_create(rows, batch_size=500)
@@ -210,7 +197,7 @@ def _finish(run: EvaluationRun, results: list[PairResult], *, seconds: float, ou
     run.cases_missing = run.cases_expected - len(results)
     run.seconds = seconds
     run.summary = table2.report(run.cases.evaluated().as_records(), run.splits)
-    run.status, run.finished = EvaluationRun.DONE, timezone.now()
+    run.status, run.finished = EvaluationRun.Status.DONE, timezone.now()
     try:
         _write_files(run, results, out_dir)
     except OSError as exc:  # the results are stored; only the files beside them are lost
@@ -231,4 +218,5 @@ def _write_files(run: EvaluationRun, results: list[PairResult], out_dir: Path) -
             labels_csv([r for r in results if r.status == OK], about),
         )
     )
-    run.json_path = str(write_json(out_dir / f"{stem}.json", run_document(run)))
+    document = RunDocumentSerializer(run).data
+    run.json_path = str(write_json(out_dir / f"{stem}.json", document))

@@ -87,11 +87,11 @@ def query_string(filters: dict[str, list[str]], **extra) -> str:
 
 def run_report(run: EvaluationRun, selection: Selection, *, worst: int = 3) -> dict:
     """Tables, level errors, worst cases, Dice strip plot data and problems of the selection,
-    as plain values: the API returns this, the page renders it."""
+    as plain values: the API returns this with the run (``RunReportSerializer``), the page
+    renders it."""
     records = selection.cases.as_records()
     summary = table2.report(records, run.splits, worst=worst)
     return {
-        **run_header(run),
         "filters": selection.filters,
         "summary": summary,
         "dice_by_label": _dice_by_label(records),
@@ -116,100 +116,6 @@ def _dice_by_label(records) -> dict[str, list[dict]]:
 
 def _name(result: CaseResult) -> str:
     return result.prediction_path.rsplit("/", 1)[-1] if result.prediction_path else ""
-
-
-def run_header(run: EvaluationRun) -> dict:
-    return {
-        "id": run.pk,
-        "name": run.name,
-        "created": run.created.isoformat(),
-        "finished": run.finished.isoformat() if run.finished else None,
-        "status": run.status,
-        "error": run.error,
-        "split": run.split,
-        "splits": list(run.splits),
-        "tolerance_mm": run.tolerance_mm,
-        "workers": run.workers,
-        "seconds": run.seconds,
-        "counts": {
-            "expected": run.cases_expected,
-            "evaluated": run.cases_evaluated,
-            "missing": run.cases_missing,
-            "failed": run.cases_failed,
-            "unmatched_files": len(run.unmatched_files),
-        },
-        "headline": headline(run.summary),
-    }
-
-
-def headline(summary: dict) -> dict[str, dict]:
-    """Mean of Vertebrae and Mean of Spine per split from a stored summary: for lists of runs."""
-    table = summary.get("table2") if summary else None
-    if not table:
-        return {}
-    out = {}
-    for index, column in enumerate(table["columns"]):
-        rows = {row["key"]: row["cells"][index] for row in table["rows"]}
-        out[column["key"]] = {
-            "mean_of_vertebrae": rows[table2.MEAN_OF_VERTEBRAE],
-            "mean_of_spine": rows[table2.MEAN_OF_SPINE],
-        }
-    return out
-
-
-def run_document(run: EvaluationRun) -> dict:
-    """The whole run, every case included, with absolute file paths: the JSON file's content."""
-    cases = run.cases.all()
-    return {
-        **run_header(run),
-        "prediction_dir": run.prediction_dir,
-        "summary": run.summary,
-        "problems": [
-            {"case_id": c.case_id, "status": c.status, "error": c.error, "file": c.prediction_path}
-            for c in cases.problems()
-        ],
-        "unmatched_files": run.unmatched_files,
-        "cases": [
-            case_document(c, paths=True) for c in cases.evaluated().prefetch_related("labels")
-        ],
-    }
-
-
-def case_document(result: CaseResult, *, paths: bool = False) -> dict:
-    document = {
-        "case_id": result.case_id,
-        "split": result.split,
-        "source": result.source,
-        "anomaly": result.anomaly,
-        "status": result.status,
-        "mean_dice": result.mean_dice,
-        "mean_hd95_mm": result.mean_hd95_mm,
-        "mean_nsd": result.mean_nsd,
-        "spine_dice": result.spine_dice,
-        "spine_hd95_mm": result.spine_hd95_mm,
-        "level_errors": result.level_errors,
-        "messages": result.messages,
-        "labels": [label_document(value) for value in result.labels.all()],
-    }
-    if paths:
-        document["prediction"] = result.prediction_path
-        document["reference"] = result.reference_path
-    return document
-
-
-def label_document(value: LabelResult) -> dict:
-    return {
-        "label": value.label,
-        "name": value.name,
-        "dice": value.dice,
-        "hd95_mm": value.hd95_mm,
-        "assd_mm": value.assd_mm,
-        "nsd": value.nsd,
-        "ref_voxels": value.ref_voxels,
-        "pred_voxels": value.pred_voxels,
-        "predicted_as": value.predicted_name,
-        "off_by_one": value.off_by_one,
-    }
 
 
 # --- for the templates ---------------------------------------------------------------------------

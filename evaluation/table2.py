@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import fmean
 
 from ctspine.labels import LABELS, label_name
+from ctspine.metrics import LabelMetrics
 
 CONVENTIONS: tuple[str, ...] = (
     "Per vertebra: Dice averaged over the cases where the vertebra is in the ground truth or "
@@ -51,19 +52,6 @@ PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
 
 
 @dataclass(frozen=True)
-class LabelValue:
-    """One vertebra of one case: Dice (fraction), HD95 in mm (None: not defined), voxels in the
-    ground truth, the predicted label covering most of it and whether that is a neighbour."""
-
-    label: int
-    dice: float
-    hd95_mm: float | None
-    ref_voxels: int = 1
-    predicted_as: int | None = None
-    off_by_one: bool = False
-
-
-@dataclass(frozen=True)
 class CaseRecord:
     """One evaluated case. ``anomaly``: the curated one ("" when none). ``mean_*`` the case's
     Mean of Vertebrae, ``spine_*`` its binary spine; HD95 in mm, None when not defined."""
@@ -76,7 +64,7 @@ class CaseRecord:
     mean_hd95_mm: float | None
     spine_dice: float | None
     spine_hd95_mm: float | None
-    labels: tuple[LabelValue, ...] = ()
+    labels: tuple[LabelMetrics, ...] = ()
 
 
 @dataclass(frozen=True)

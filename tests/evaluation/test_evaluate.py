@@ -26,7 +26,7 @@ def _labels(run, case_id) -> dict[int, LabelResult]:
 
 def test_stores_the_expected_numbers_per_case_and_label(evaluated_run, prediction_folder):
     run, expected = evaluated_run.run, prediction_folder.expected
-    assert run.status == EvaluationRun.DONE, run.error
+    assert run.status == EvaluationRun.Status.DONE, run.error
     assert (run.cases_expected, run.cases_evaluated) == (12, len(EVALUATED)) == (12, 9)
     for case_id in EVALUATED:
         result = CaseResult.objects.get(run=run, case_id=case_id)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from ctspine.labels import label_name
+from ctspine.metrics import LabelMetrics
 from evaluation.plots import PLOT_HEIGHT, TOP, strip_plot
 from evaluation.table2 import (
     MEAN_OF_SPINE,
     MEAN_OF_VERTEBRAE,
     CaseRecord,
-    LabelValue,
     anomaly_table,
     format_table,
     level_errors,
@@ -23,8 +24,17 @@ from evaluation.table2 import (
 L4, L5, L6 = 23, 24, 25
 
 
+def label_value(label, dice, hd95_mm, ref_voxels=1, predicted_as=None, off_by_one=False):
+    """A vertebra of a case; not predicted at all when it has a reference but no HD95."""
+    pred_voxels = 0 if hd95_mm is None and ref_voxels else 1
+    return LabelMetrics(
+        label, label_name(label), dice, hd95_mm, hd95_mm, 0.0, ref_voxels, pred_voxels,
+        predicted_as, off_by_one,
+    )  # fmt: skip
+
+
 def record(case_id, split, labels, *, source="COLONOG", anomaly="", spine=(1.0, 1.0)):
-    values = tuple(LabelValue(*v) for v in labels)
+    values = tuple(label_value(*v) for v in labels)
     dices = [v.dice for v in values]
     hds = [v.hd95_mm for v in values if v.hd95_mm is not None]
     return CaseRecord(
