@@ -33,7 +33,9 @@ Definitions (they follow ``medpy.metric.binary``, which the CTSpine1K evaluation
   within τ of the reference surface + number of reference surface voxels within τ of the
   prediction surface) / (total number of surface voxels of both). This is DeepMind's
   surface-distance "surface Dice at tolerance" with every surface voxel weighted 1 instead of
-  by its surfel area. Default τ = 2 mm.
+  by its surfel area. Default τ = 2 mm. A distance counts as within τ up to a relative
+  1e-6 above it: a spacing read from a float32 affine (1.0000000224 mm for 1 mm) must not
+  push distances that are whole multiples of the spacing, such as exactly 2 voxels, past τ.
 
 Conventions
 -----------
@@ -93,6 +95,8 @@ CONVENTIONS: tuple[str, ...] = (
 )
 
 _NUM_VALUES = MAX_LABEL + 1  # label values 0..25
+# NSD: distances up to tolerance * this count as within it (float32 spacing noise, see above).
+_TOLERANCE_SLACK = 1.0 + 1e-6
 # Voxels per slab of the joint histogram, so its int64 codes never need a volume-sized copy.
 _HISTOGRAM_SLAB_VOXELS = 1 << 22
 
@@ -219,6 +223,7 @@ class Comparison:
     ("Mean of Spine"), None when both volumes are empty. ``mean_of_vertebrae``: means over
     ``per_label``. ``confusion``: one row per reference vertebra. ``level_errors``: reference
     vertebrae mostly labelled as another level. ``counts``: vertebra counts and call-outs.
+    ``level_summary``: :func:`summarize_levels` of them, a few phrases for the whole case.
     """
 
     spacing_mm: tuple[float, ...]
@@ -229,6 +234,7 @@ class Comparison:
     confusion: list[VertebraConfusion]
     level_errors: list[LevelError]
     counts: VertebraCounts
+    level_summary: tuple[str, ...] = ()
 
     def label(self, value: int) -> LabelMetrics | None:
         """The row of label ``value``, None when that label was not counted."""
@@ -309,6 +315,7 @@ def compare_labels(
             spacing=spacing,
             tolerance=tolerance,
         )
+    counts = _counts(ref_counts, pred_counts, wanted)
     return Comparison(
         spacing_mm=tuple(float(s) for s in spacing),
         tolerance_mm=tolerance,
@@ -317,7 +324,8 @@ def compare_labels(
         mean_of_vertebrae=_mean_of(per_label),
         confusion=confusion,
         level_errors=_level_errors(confusion),
-        counts=_counts(ref_counts, pred_counts, wanted),
+        counts=counts,
+        level_summary=summarize_levels(confusion, counts),
     )
 
 
@@ -439,7 +447,7 @@ def _surface_metrics(
         distances[off_target] = np.sqrt((offsets * offsets).sum(axis=1))
         directed.append(distances)
     pooled = np.concatenate(directed)
-    within = int(np.count_nonzero(pooled <= tolerance))
+    within = int(np.count_nonzero(pooled <= tolerance * _TOLERANCE_SLACK))
     return float(np.percentile(pooled, 95)), float(pooled.mean()), within / pooled.size
 
 
@@ -530,6 +538,54 @@ def _level_errors(confusion: list[VertebraConfusion]) -> list[LevelError]:
             )
         )
     return errors
+
+
+_LEVEL_WORDS = {1: "one level", 2: "two levels", 3: "three levels"}
+
+
+def summarize_levels(
+    confusion: Iterable[VertebraConfusion], counts: VertebraCounts
+) -> tuple[str, ...]:
+    """The level errors of a case in a few phrases: consecutive reference vertebrae mostly
+    labelled the same number of levels off make one phrase ("T10–L5 labelled one level too low
+    (8 vertebrae)"; too low = as a more caudal vertebra), as do consecutive vertebrae covered by
+    no predicted vertebra ("C1–C2 not found (2 vertebrae)"); then the labels found in the
+    prediction only ("L6 only in prediction")."""
+    shifted, not_found = [], []
+    for row in confusion:
+        if row.main_label is None:
+            not_found.append((row.label, 0))
+        elif row.main_label != row.label:
+            shifted.append((row.label, row.main_label - row.label))
+    phrases = []
+    for first, last, shift in _runs(shifted):
+        levels = _LEVEL_WORDS.get(abs(shift), f"{abs(shift)} levels")
+        way = "too low" if shift > 0 else "too high"
+        phrases.append(f"{_span(first, last)} labelled {levels} {way}{_how_many(first, last)}")
+    for first, last, _ in _runs(not_found):
+        phrases.append(f"{_span(first, last)} not found{_how_many(first, last)}")
+    for first, last, _ in _runs([(v, 0) for v in counts.only_in_prediction]):
+        phrases.append(f"{_span(first, last)} only in prediction")
+    return tuple(phrases)
+
+
+def _runs(items: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(first, last, key) of each run of consecutive labels with one key, from (label, key)."""
+    runs: list[list[int]] = []
+    for label, key in sorted(items):
+        if runs and runs[-1][1] == label - 1 and runs[-1][2] == key:
+            runs[-1][1] = label
+        else:
+            runs.append([label, label, key])
+    return [tuple(run) for run in runs]
+
+
+def _span(first: int, last: int) -> str:
+    return label_name(first) if first == last else f"{label_name(first)}–{label_name(last)}"
+
+
+def _how_many(first: int, last: int) -> str:
+    return "" if first == last else f" ({last - first + 1} vertebrae)"
 
 
 def _counts(ref_counts, pred_counts, wanted: tuple[int, ...]) -> VertebraCounts:

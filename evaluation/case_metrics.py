@@ -13,10 +13,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from django.db import models
 
 from ctspine.imaging.volume_io import VolumeError, check_same_grid, read_volume
 from ctspine.metrics import LabelMetrics, compare_labels
+from evaluation.reference_sets import read_reference
 
 
 class CaseStatus(models.TextChoices):
@@ -33,13 +35,15 @@ OK, MISSING, GRID_MISMATCH, UNREADABLE = CaseStatus
 
 @dataclass(frozen=True)
 class PairTask:
-    """One case to evaluate: absolute paths of the ground truth and the prediction label maps;
-    ``tolerance_mm`` is the NSD tolerance in mm."""
+    """One case to evaluate: absolute paths of the ground truth and the prediction label maps
+    (prediction None: there is none, score an empty prediction); ``tolerance_mm`` is the NSD
+    tolerance in mm; ``convention``: the ground truth's labels (``evaluation.reference_sets``)."""
 
     case_id: str
     reference: str
-    prediction: str
+    prediction: str | None
     tolerance_mm: float = 2.0
+    convention: str = "ctspine"
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,9 @@ class PairResult:
     """What one case gave. ``status`` is ``ok``, ``grid_mismatch`` or ``unreadable`` (then
     ``error`` says why and there are no metrics). ``mean_*`` are the case's "Mean of Vertebrae"
     (Dice/NSD over the labels counted, distances over those where defined), ``spine_*`` the
-    binary whole spine; ``level_errors`` and ``callouts`` are sentences ready to show;
+    binary whole spine; ``level_errors`` and ``callouts`` are sentences ready to show (per
+    vertebra), ``level_summary`` the same in a few phrases for the case; a case without
+    prediction has status ``missing`` and the metrics of an empty prediction;
     ``seconds`` is the wall time of reading and comparing."""
 
     case_id: str
@@ -63,6 +69,7 @@ class PairResult:
     level_errors: tuple[str, ...] = ()
     off_by_one: int = 0
     callouts: tuple[str, ...] = ()
+    level_summary: tuple[str, ...] = ()
     shape: tuple[int, ...] = ()
     spacing_mm: tuple[float, ...] = ()
     seconds: float = 0.0
@@ -73,9 +80,12 @@ def evaluate_pair(task: PairTask) -> PairResult:
     the result's ``status`` and ``error`` say what was wrong."""
     start = time.perf_counter()
     try:
-        reference = read_volume(task.reference, kind="label")
+        truth = read_reference(task.reference, convention=task.convention)
     except VolumeError as exc:
         return PairResult(task.case_id, UNREADABLE, f"ground truth: {exc}")
+    reference = truth.volume
+    if task.prediction is None:
+        return _compare(task, reference, np.zeros_like(reference.data), truth.set_aside, start)
     try:
         prediction = read_volume(task.prediction, kind="label")
     except VolumeError as exc:
@@ -91,17 +101,23 @@ def evaluate_pair(task: PairTask) -> PairResult:
         # check_same_grid speaks of "label" and "image"; here they are prediction and truth.
         message = str(exc).replace("label", "prediction").replace("image", "ground truth")
         return PairResult(task.case_id, GRID_MISMATCH, message)
+    return _compare(task, reference, prediction.data, truth.set_aside, start)
+
+
+def _compare(task: PairTask, reference, prediction, set_aside, start: float) -> PairResult:
     comparison = compare_labels(
         reference=reference.data,
-        prediction=prediction.data,
+        prediction=prediction,
         spacing_mm=reference.spacing,
         tolerance_mm=task.tolerance_mm,
     )
     rows = tuple(comparison.per_label)
     mean, spine = comparison.mean_of_vertebrae, comparison.spine
+    missing = task.prediction is None
     return PairResult(
         case_id=task.case_id,
-        status=OK,
+        status=MISSING if missing else OK,
+        error="no prediction file: scored as an empty prediction" if missing else "",
         labels=rows,
         mean_dice=mean.dice,
         mean_hd95_mm=mean.hd95_mm,
@@ -111,7 +127,8 @@ def evaluate_pair(task: PairTask) -> PairResult:
         spine_hd95_mm=spine.hd95_mm if spine else None,
         level_errors=tuple(error.message for error in comparison.level_errors),
         off_by_one=sum(row.off_by_one for row in rows),
-        callouts=comparison.counts.callouts,
+        callouts=(*comparison.counts.callouts, *set_aside),
+        level_summary=(*comparison.level_summary, *set_aside),
         shape=tuple(int(n) for n in reference.data.shape),
         spacing_mm=tuple(float(s) for s in reference.spacing),
         seconds=time.perf_counter() - start,

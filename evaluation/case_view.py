@@ -57,16 +57,23 @@ def evaluated_centroids(result: CaseResult, volumes: VolumeSet) -> dict[int, tup
 
 
 def evaluated_case_page(request, run_id: int, case_id: str):
+    """The case in the viewer beside its metrics; a scored case that cannot be shown in the
+    viewer (no prediction, or ground truth outside the catalog) gets its metrics and why."""
     if not dataset_visible_to(request.user):
         return redirect_to_login(request.get_full_path())
+    result = CaseResult.objects.filter(run_id=run_id, case_id=case_id).first()
+    if result is None or not (result.scored or result.status == OK):
+        raise Http404(f"case {case_id} has no metrics in evaluation run {run_id}")
     try:
-        result, _ = evaluated_volumes(run_id, case_id, request.user)
+        evaluated_volumes(run_id, case_id, request.user)
+        not_viewable = ""
     except Unavailable as exc:
-        raise Http404(str(exc)) from None
+        not_viewable = f"Not shown in the viewer: {exc}."
     context = {
         "result": result,
         "run": result.run,
         "table": metrics_table(result),
+        "not_viewable": not_viewable,
         "api_base": f"/api/evaluations/{run_id}/cases/{case_id}",
         "layer_titles": LAYER_TITLES,
     }
@@ -100,6 +107,7 @@ def metrics_table(result: CaseResult) -> MetricsTable:
         )
         if result.spine_dice is not None
         else None,
-        callouts=list(result.messages),
+        callouts=list(result.level_summary) or list(result.messages),
+        details=list(result.messages) if result.level_summary else [],
         tolerance_mm=result.run.tolerance_mm,
     )

@@ -45,10 +45,16 @@ class EvaluationRun(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
     prediction_dir = models.CharField(max_length=1024)  # absolute
-    split = models.CharField(max_length=16, choices=[(s, s) for s in EVALUATED_SPLITS])
+    # A key of EVALUATED_SPLITS, or the key of a reference set (e.g. "test_verse").
+    split = models.CharField(max_length=64)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
     error = models.TextField(blank=True)
+    # A reference folder not in the catalog (Test_VerSe); blank: the catalog's ground truth.
+    reference_dir = models.CharField(max_length=1024, blank=True)
     tolerance_mm = models.FloatField(default=2.0)  # NSD tolerance
+    # True: a case without a prediction is scored as an empty prediction (Dice 0 for each of
+    # its vertebrae); False (--skip-missing): it is left out of the tables.
+    missing_as_failure = models.BooleanField(default=True)
     workers = models.PositiveSmallIntegerField(default=1)
     seconds = models.FloatField(null=True, blank=True)  # wall time of the evaluation
     # Counts: cases of the split with ground truth, and how they ended.
@@ -75,7 +81,7 @@ class EvaluationRun(models.Model):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return EVALUATED_SPLITS[self.split]
+        return EVALUATED_SPLITS.get(self.split, (self.split,))
 
     def headline(self) -> dict[str, dict]:
         """Per split, the Mean of Vertebrae and Mean of Spine cells of the stored summary."""
@@ -95,6 +101,11 @@ class CaseResultQuerySet(models.QuerySet):
     def evaluated(self):
         return self.filter(status=OK)
 
+    def scored(self):
+        """The cases the tables average: the evaluated ones, and those without a prediction
+        when the run scores them as empty predictions."""
+        return self.filter(scored=True)
+
     def problems(self):
         """Cases of the split that were not evaluated: missing, mismatched or unreadable."""
         return self.exclude(status=OK)
@@ -110,11 +121,11 @@ class CaseResultQuerySet(models.QuerySet):
         return self.order_by(models.F("mean_dice").asc(nulls_first=True), "case_id")
 
     def as_records(self) -> list[CaseRecord]:
-        """The evaluated rows as ``table2.CaseRecord`` (two queries, whatever the number)."""
-        rows = list(self.evaluated().order_by("case_id"))
+        """The scored rows as ``table2.CaseRecord`` (two queries, whatever the number)."""
+        rows = list(self.scored().order_by("case_id"))
         values: dict[int, list[LabelMetrics]] = {row.pk: [] for row in rows}
         for label in LabelResult.objects.filter(
-            case_result__in=self.evaluated().values("pk")
+            case_result__in=self.scored().values("pk")
         ).order_by("case_result_id", "label"):
             values[label.case_result_id].append(label.metrics())
         return [
@@ -142,10 +153,11 @@ class CaseResult(models.Model):
         Case, on_delete=models.SET_NULL, null=True, blank=True, related_name="evaluations"
     )
     case_id = models.CharField(max_length=128)
-    split = models.CharField(max_length=16)
+    split = models.CharField(max_length=64)
     source = models.CharField(max_length=32)
     anomaly = models.CharField(max_length=16, blank=True)  # curated, when evaluated
     status = models.CharField(max_length=16, choices=CaseStatus.choices)
+    scored = models.BooleanField(default=False)  # counted in the tables (see scored())
     error = models.TextField(blank=True)
     prediction_path = models.CharField(max_length=1024, blank=True)  # absolute
     reference_path = models.CharField(max_length=1024, blank=True)  # absolute
@@ -159,6 +171,9 @@ class CaseResult(models.Model):
     level_errors = models.PositiveSmallIntegerField(default=0)  # vertebrae mostly mislabelled
     off_by_one = models.PositiveSmallIntegerField(default=0)  # of those, by one level
     messages = models.JSONField(default=list, blank=True)  # level errors and count call-outs
+    # The level errors and call-outs summarised, a few sentences (messages: per vertebra).
+    level_summary = models.JSONField(default=list, blank=True)
+    z_spacing_mm = models.FloatField(null=True, blank=True)  # slice spacing of the ground truth
     seconds = models.FloatField(null=True, blank=True)
 
     objects = CaseResultQuerySet.as_manager()

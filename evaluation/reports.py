@@ -78,6 +78,18 @@ def select_cases(run: EvaluationRun, query: QueryDict) -> Selection:
     return Selection(cases, errors, filters, label, level)
 
 
+def missing_phrase(run: EvaluationRun) -> str:
+    """How many cases had no prediction and what was done with them, for headers."""
+    if not run.cases_missing:
+        return "0 without prediction"
+    if run.missing_as_failure:
+        return (
+            f"{run.cases_missing} without prediction (scored as empty predictions: Dice 0 for "
+            "each of their vertebrae, HD95 not defined)"
+        )
+    return f"{run.cases_missing} without prediction (left out of the tables: --skip-missing)"
+
+
 def query_string(filters: dict[str, list[str]], **extra) -> str:
     """``?a=1&b=2`` from the active filters plus ``extra`` (None values dropped)."""
     pairs = [(name, value) for name, values in filters.items() for value in values]
@@ -134,11 +146,14 @@ def table_rows(table: dict, filters: dict[str, list[str]], *, skip_empty: bool =
         ):
             merged = {**filters, **{k: [v] for k, v in column["filters"].items()}}
             label = row["title"] if row["label"] is not None else None
+            far_dsc, far_hd95 = table2.differs(table2.Cell(**cell), published)
             cells.append(
                 {
                     **cell,
                     "column": column,
                     "published": published,
+                    "differs_dsc": far_dsc,
+                    "differs_hd95": far_hd95,
                     "query": query_string(merged, label=label),
                 }
             )
@@ -170,9 +185,9 @@ def case_rows(selection: Selection):
     """The case list of the cases page: with a label, that vertebra's row of each case (worst
     first, optionally only one kind of level error); without, each case's means."""
     if selection.label is None:
-        return selection.cases.evaluated().worst_first(), False
+        return selection.cases.scored().worst_first(), False
     labels = (
-        LabelResult.objects.filter(case_result__in=selection.cases.evaluated().values("pk"))
+        LabelResult.objects.filter(case_result__in=selection.cases.scored().values("pk"))
         .of_label(selection.label)
         .level_error(selection.level)
         .worst_first()
@@ -209,7 +224,7 @@ def run_page_context(run: EvaluationRun, selection: Selection) -> dict:
         "selection": selection,
         "filter_query": query_string(filters),
         "table2": summary["table2"],
-        "table2_rows": table_rows(summary["table2"], filters),
+        "table2_rows": table_rows(summary["table2"], filters, skip_empty=False),
         "table2_columns": table_columns(summary["table2"], filters),
         "by_source": [
             {
@@ -226,6 +241,9 @@ def run_page_context(run: EvaluationRun, selection: Selection) -> dict:
         "split_titles": [table2.SPLIT_TITLES.get(s, s) for s in run.splits],
         "plot": plot_of(report),
         "worst": summary["worst_cases"],
-        "worst_cases": selection.cases.evaluated().worst_first()[:10],
+        "worst_cases": selection.cases.scored().worst_first()[:10],
         "choices": FILTER_CHOICES,
+        "missing": missing_phrase(run),
+        "dice_threshold": table2.DICE_THRESHOLD,
+        "hd95_threshold_mm": table2.HD95_THRESHOLD_MM,
     }

@@ -44,8 +44,9 @@ class CaseResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = CaseResult
         fields = [
-            "case_id", "split", "source", "anomaly", "status", "mean_dice", "mean_hd95_mm",
-            "mean_nsd", "spine_dice", "spine_hd95_mm", "level_errors", "messages", "labels",
+            "case_id", "split", "source", "anomaly", "status", "scored", "mean_dice",
+            "mean_hd95_mm", "mean_nsd", "spine_dice", "spine_hd95_mm", "z_spacing_mm",
+            "level_errors", "level_summary", "messages", "labels",
         ]  # fmt: skip
 
 
@@ -63,6 +64,10 @@ class CountsSerializer(serializers.Serializer):
     expected = serializers.IntegerField(source="cases_expected")
     evaluated = serializers.IntegerField(source="cases_evaluated")
     missing = serializers.IntegerField(source="cases_missing")
+    missing_scored = serializers.BooleanField(
+        source="missing_as_failure",
+        help_text="true: missing predictions are scored as empty (Dice 0), false: left out",
+    )
     failed = serializers.IntegerField(source="cases_failed")
     unmatched_files = serializers.SerializerMethodField()
 
@@ -75,6 +80,7 @@ class CellSerializer(serializers.Serializer):
     hd95_mm = serializers.FloatField(allow_null=True)
     n = serializers.IntegerField(help_text="values averaged for the Dice")
     n_hd95 = serializers.IntegerField(help_text="values averaged for the HD95")
+    missed = serializers.IntegerField(help_text="cases where the vertebra was not predicted")
 
 
 class ColumnSerializer(serializers.Serializer):
@@ -144,7 +150,7 @@ class RunSerializer(serializers.ModelSerializer):
         model = EvaluationRun
         fields = [
             "id", "name", "created", "finished", "status", "error", "split", "splits",
-            "tolerance_mm", "workers", "seconds", "counts", "headline", "url",
+            "reference_dir", "tolerance_mm", "workers", "seconds", "counts", "headline", "url",
         ]  # fmt: skip
 
     @extend_schema_field(serializers.DictField(child=serializers.DictField(child=CellSerializer())))
@@ -220,5 +226,5 @@ class RunDocumentSerializer(RunSerializer):
 
     @extend_schema_field(CaseResultFilesSerializer(many=True))
     def get_cases(self, run) -> list:
-        scored = run.cases.evaluated().prefetch_related("labels")
+        scored = run.cases.scored().prefetch_related("labels")
         return CaseResultFilesSerializer(scored, many=True).data
