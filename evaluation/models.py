@@ -139,6 +139,7 @@ class CaseResultQuerySet(models.QuerySet):
                 spine_dice=row.spine_dice,
                 spine_hd95_mm=row.spine_hd95_mm,
                 labels=tuple(values[row.pk]),
+                z_spacing_mm=row.z_spacing_mm,
             )
             for row in rows
         ]

@@ -16,7 +16,7 @@ from django.http import QueryDict
 from ctspine.labels import label_name, parse_label
 from evaluation import table2
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
-from evaluation.plots import strip_plot
+from evaluation.plots import group_plot, resolution_plot, strip_plot
 from viewer.filters import PARAMETERS, CaseFilter
 from viewer.models import ANOMALIES, SOURCES, SPLITS, Case
 
@@ -107,6 +107,16 @@ def run_report(run: EvaluationRun, selection: Selection, *, worst: int = 3) -> d
         "filters": selection.filters,
         "summary": summary,
         "dice_by_label": _dice_by_label(records),
+        "resolution": [
+            {
+                "case_id": r.case_id,
+                "source": r.source,
+                "z_spacing_mm": r.z_spacing_mm,
+                "mean_dice": r.mean_dice,
+            }
+            for r in records
+            if r.z_spacing_mm is not None and r.mean_dice is not None
+        ],
         "problems": [
             {"case_id": c.case_id, "status": c.status, "error": c.error, "file": _name(c)}
             for c in selection.cases.problems().order_by("status", "case_id")
@@ -181,6 +191,24 @@ def plot_of(report: dict):
     )
 
 
+def resolution_of(report: dict):
+    """The resolution figure: each case's Mean of Vertebrae Dice against its slice spacing."""
+    return resolution_plot(
+        (p["case_id"], p["z_spacing_mm"], p["mean_dice"], p["source"]) for p in report["resolution"]
+    )
+
+
+def anomaly_plot_of(table: dict):
+    """Per vertebra, the mean Dice of each anomaly group, from the anomaly table."""
+    return group_plot(
+        (row["label"], column["key"], cell["dice"], cell["n"])
+        for row in table["rows"]
+        if row["label"] is not None
+        for column, cell in zip(table["columns"], row["cells"], strict=True)
+        if cell["dice"] is not None
+    )
+
+
 def case_rows(selection: Selection):
     """The case list of the cases page: with a label, that vertebra's row of each case (worst
     first, optionally only one kind of level error); without, each case's means."""
@@ -240,6 +268,8 @@ def run_page_context(run: EvaluationRun, selection: Selection) -> dict:
         "level_rows": level_rows(report, run.splits, filters),
         "split_titles": [table2.SPLIT_TITLES.get(s, s) for s in run.splits],
         "plot": plot_of(report),
+        "resolution": resolution_of(report),
+        "anomaly_plot": anomaly_plot_of(summary["anomalies"]),
         "worst": summary["worst_cases"],
         "worst_cases": selection.cases.scored().worst_first()[:10],
         "choices": FILTER_CHOICES,

@@ -182,6 +182,13 @@ class DiceValueSerializer(serializers.Serializer):
     hd95_mm = serializers.FloatField(allow_null=True)
 
 
+class ResolutionPointSerializer(serializers.Serializer):
+    case_id = serializers.CharField()
+    source = serializers.CharField()
+    z_spacing_mm = serializers.FloatField(help_text="slice spacing of the ground truth, mm")
+    mean_dice = serializers.FloatField(help_text="the case's mean Dice over its vertebrae")
+
+
 class RunReportSerializer(RunSerializer):
     """One run with its tables for the selected cases: what its page shows. The run carries
     the report of ``evaluation.reports.run_report`` as ``run.report``."""
@@ -195,12 +202,13 @@ class RunReportSerializer(RunSerializer):
         child=DiceValueSerializer(many=True),
         help_text="label value -> every case's Dice",
     )
+    resolution = ResolutionPointSerializer(source="report.resolution", many=True)
     problems = ProblemSerializer(source="report.problems", many=True)
     unmatched_files = UnmatchedFileSerializer(many=True)
 
     class Meta(RunSerializer.Meta):
         fields = RunSerializer.Meta.fields + [
-            "filters", "summary", "dice_by_label", "problems", "unmatched_files",
+            "filters", "summary", "dice_by_label", "resolution", "problems", "unmatched_files",
         ]  # fmt: skip
 
 

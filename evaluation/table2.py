@@ -86,6 +86,7 @@ class CaseRecord:
     spine_dice: float | None
     spine_hd95_mm: float | None
     labels: tuple[LabelMetrics, ...] = ()
+    z_spacing_mm: float | None = None  # slice spacing of the ground truth
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,22 @@ def test_login_only_dataset_hides_runs(client, evaluated_run, settings):
     run = evaluated_run.run
     assert client.get(f"/evaluations/{run.pk}/").status_code == 302
     assert client.get("/api/evaluations/").status_code in (401, 403)
+
+
+def test_run_page_draws_the_resolution_and_anomaly_figures(client, evaluated_run):
+    run = evaluated_run.run
+    html = client.get(f"/evaluations/{run.pk}/").content.decode()
+    figure = html[html.index('id="resolution-plot"') :]
+    figure = figure[: figure.index("</svg>")]
+    scored = run.cases.scored()
+    assert figure.count('<circle class="dot"') == scored.count()
+    for result in scored:
+        assert f"{result.case_id}: Dice {result.mean_dice:.3f} at {result.z_spacing_mm:.2f} mm" in (
+            figure
+        )
+    assert "MSD-T10" in figure and "slice spacing z (mm)" in figure
+    groups = html[html.index('id="anomaly-plot"') :]
+    groups = groups[: groups.index("</svg>")]
+    assert "L6, lumbarization: mean Dice 0.000 over 1 case" in groups
+    data = client.get(f"/api/evaluations/{run.pk}/").json()
+    assert len(data["resolution"]) == scored.count()

@@ -222,3 +222,22 @@ def test_strip_plot_geometry():
         strip_plot([(L5, "a", 0.5)]).columns[0].points
         == strip_plot([(L5, "a", 0.5)]).columns[0].points
     )
+
+
+def test_resolution_and_group_plot_geometry():
+    from evaluation.plots import LEFT, SCATTER_WIDTH, group_plot, resolution_plot
+
+    plot = resolution_plot([("a", 1.25, 1.0, "COLONOG"), ("b", 5.0, 0.5, "MSD-T10")])
+    a, b = plot.points
+    assert (a.x, a.y) == (LEFT + 1.25 / 5 * SCATTER_WIDTH, TOP)
+    assert (b.x, b.y) == (LEFT + SCATTER_WIDTH, TOP + PLOT_HEIGHT / 2)
+    assert a.colour != b.colour and [e.name for e in plot.legend] == ["COLONOG", "MSD-T10"]
+    assert plot.x_ticks[-1][1] == "5"
+    groups = group_plot([(L6, "lumbarization", 0.0, 2), (L6, "none", 1.0, 5), (L5, "none", 0.9, 5)])
+    assert [c.name for c in groups.columns] == ["L5", "L6"]
+    l6 = groups.columns[1]
+    assert [(d.group, d.y) for d in l6.dots] == [
+        ("lumbarization", TOP + PLOT_HEIGHT),
+        ("none", TOP),
+    ]
+    assert l6.dots[0].x < l6.dots[1].x
