@@ -151,6 +151,7 @@ def test_table2_averages_per_split_and_prints_in_the_paper_layout(evaluated_run,
     assert "0.951" in c1 and "0.957" in c1
     assert "Mean of Vertebrae (as the paper): the plain mean of the per-vertebra rows" in printout
     assert "1 without prediction (scored as empty predictions" in printout
+    assert "  HN_P023: C3 labelled one level too low; C4 labelled one level too high" in printout
 
 
 def test_writes_csv_and_json_beside_the_printout(evaluated_run):

@@ -95,6 +95,12 @@ class Command(BaseCommand):
         table = table2.split_table(run.cases.as_records(), run.splits)
         self.stdout.write(table2.format_table(table, skip_empty_rows=False))
         self.stdout.write("")
+        notes = run.cases.scored().exclude(level_summary=[]).order_by("case_id")
+        if notes:
+            self.stdout.write("Level errors per case (per-vertebra detail on the run page):")
+            for result in notes:
+                self.stdout.write(f"  {result.case_id}: {'; '.join(result.level_summary)}")
+            self.stdout.write("")
         self.stdout.write(
             f"run {run.pk} '{run.name}': {run.cases_evaluated} of {run.cases_expected} cases "
             f"evaluated, {missing_phrase(run)}, {run.cases_failed} with a "
