@@ -54,7 +54,9 @@ class StripColumn:
 
 
 @dataclass(frozen=True)
-class StripPlot:
+class Frame:
+    """What every figure shares: its size, the plotting area and the Dice axis (y)."""
+
     width: int
     height: int
     plot_top: int
@@ -62,9 +64,28 @@ class StripPlot:
     left: int
     right: int  # x of the right end of the plotting area
     tick_x: int  # x where the y tick labels end
-    label_y: int  # y of the vertebra names under the columns
-    columns: tuple[StripColumn, ...]
+    label_y: int  # y of the labels under the plotting area
     y_ticks: tuple[tuple[float, str], ...]  # (y, text)
+
+
+def _frame(plot_width: int, *, margin: int = RIGHT, extra_height: int = 0) -> dict:
+    """The Frame fields of a plotting area ``plot_width`` px wide, ``margin`` px beside it."""
+    return {
+        "width": LEFT + plot_width + margin,
+        "height": TOP + PLOT_HEIGHT + BOTTOM + extra_height,
+        "plot_top": TOP,
+        "plot_bottom": TOP + PLOT_HEIGHT,
+        "left": LEFT,
+        "right": LEFT + plot_width,
+        "tick_x": LEFT - 4,
+        "label_y": TOP + PLOT_HEIGHT + 18,
+        "y_ticks": tuple((_y(v), f"{v:.2f}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)),
+    }
+
+
+@dataclass(frozen=True)
+class StripPlot(Frame):
+    columns: tuple[StripColumn, ...] = ()
 
 
 def _y(dice: float) -> float:
@@ -109,18 +130,7 @@ def strip_plot(values: Iterable[tuple[int, str, float]]) -> StripPlot:
                 ),
             )
         )
-    return StripPlot(
-        width=LEFT + COLUMN_WIDTH * max(1, len(columns)) + RIGHT,
-        height=TOP + PLOT_HEIGHT + BOTTOM,
-        plot_top=TOP,
-        plot_bottom=TOP + PLOT_HEIGHT,
-        left=LEFT,
-        right=LEFT + COLUMN_WIDTH * max(1, len(columns)),
-        tick_x=LEFT - 4,
-        label_y=TOP + PLOT_HEIGHT + 18,
-        columns=tuple(columns),
-        y_ticks=tuple((_y(v), f"{v:.2f}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)),
-    )
+    return StripPlot(**_frame(COLUMN_WIDTH * max(1, len(columns))), columns=tuple(columns))
 
 
 # --- the resolution figure and Dice by anomaly group ---------------------------------------------
@@ -136,6 +146,7 @@ SOURCE_COLOURS = {
 OTHER_COLOUR = "#aaaaaa"
 GROUP_COLOURS = {"lumbarization": "#e6a24e", "sacralization": "#4e9be6", "none": "#cccccc"}
 SCATTER_WIDTH = 420
+LEGEND_WIDTH = 130  # px right of the plotting area
 GROUP_OFFSET = 8  # px between the dots of the anomaly groups in one vertebra column
 
 
@@ -157,22 +168,13 @@ class LegendEntry:
 
 
 @dataclass(frozen=True)
-class ScatterPlot:
+class ScatterPlot(Frame):
     """Per-case Mean of Vertebrae Dice (y) against the slice spacing in mm (x)."""
 
-    width: int
-    height: int
-    plot_top: int
-    plot_bottom: int
-    left: int
-    right: int
-    tick_x: int
-    label_y: int
-    points: tuple[ScatterPoint, ...]
-    x_ticks: tuple[tuple[float, str], ...]  # (x, text)
-    y_ticks: tuple[tuple[float, str], ...]  # (y, text)
-    legend: tuple[LegendEntry, ...]
-    legend_x: int
+    points: tuple[ScatterPoint, ...] = ()
+    x_ticks: tuple[tuple[float, str], ...] = ()  # (x, text)
+    legend: tuple[LegendEntry, ...] = ()
+    legend_x: int = 0
 
 
 def resolution_plot(values: Iterable[tuple[str, float, float, str]]) -> ScatterPlot:
@@ -181,7 +183,6 @@ def resolution_plot(values: Iterable[tuple[str, float, float, str]]) -> ScatterP
     source."""
     values = sorted(values)
     top = max([1.0, *(math.ceil(z) for _, z, _, _ in values)])
-    right = LEFT + SCATTER_WIDTH
 
     def x_of(z: float) -> float:
         return round(LEFT + z / top * SCATTER_WIDTH, 1)
@@ -189,25 +190,14 @@ def resolution_plot(values: Iterable[tuple[str, float, float, str]]) -> ScatterP
     sources = sorted({source for *_, source in values}, key=_source_rank)
     step = max(1, math.ceil(top / 8))
     return ScatterPlot(
-        width=right + 130,
-        height=TOP + PLOT_HEIGHT + BOTTOM + 12,
-        plot_top=TOP,
-        plot_bottom=TOP + PLOT_HEIGHT,
-        left=LEFT,
-        right=right,
-        tick_x=LEFT - 4,
-        label_y=TOP + PLOT_HEIGHT + 18,
+        **_frame(SCATTER_WIDTH, margin=LEGEND_WIDTH, extra_height=12),
         points=tuple(
             ScatterPoint(x_of(z), round(_y(d), 1), case_id, _colour(source), z, d)
             for case_id, z, d, source in values
         ),
         x_ticks=tuple((x_of(v), f"{v:g}") for v in range(0, int(top) + 1, step)),
-        y_ticks=tuple((_y(v), f"{v:.2f}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)),
-        legend=tuple(
-            LegendEntry(source, _colour(source), TOP + 8 + 16 * i)
-            for i, source in enumerate(sources)
-        ),
-        legend_x=right + 16,
+        legend=_legend((source, _colour(source)) for source in sources),
+        legend_x=LEFT + SCATTER_WIDTH + 16,
     )
 
 
@@ -239,21 +229,12 @@ class GroupColumn:
 
 
 @dataclass(frozen=True)
-class GroupPlot:
+class GroupPlot(Frame):
     """Per vertebra, the mean Dice of each anomaly group (a dot each, side by side)."""
 
-    width: int
-    height: int
-    plot_top: int
-    plot_bottom: int
-    left: int
-    right: int
-    tick_x: int
-    label_y: int
-    columns: tuple[GroupColumn, ...]
-    y_ticks: tuple[tuple[float, str], ...]
-    legend: tuple[LegendEntry, ...]
-    legend_x: int
+    columns: tuple[GroupColumn, ...] = ()
+    legend: tuple[LegendEntry, ...] = ()
+    legend_x: int = 0
 
 
 def group_plot(values: Iterable[tuple[int, str, float, int]]) -> GroupPlot:
@@ -280,21 +261,16 @@ def group_plot(values: Iterable[tuple[int, str, float, int]]) -> GroupPlot:
             )
         )
         columns.append(GroupColumn(label, LABEL_BY_VALUE[label].name, x, dots))
-    right = LEFT + COLUMN_WIDTH * max(1, len(columns))
+    plot_width = COLUMN_WIDTH * max(1, len(columns))
     return GroupPlot(
-        width=right + 130,
-        height=TOP + PLOT_HEIGHT + BOTTOM,
-        plot_top=TOP,
-        plot_bottom=TOP + PLOT_HEIGHT,
-        left=LEFT,
-        right=right,
-        tick_x=LEFT - 4,
-        label_y=TOP + PLOT_HEIGHT + 18,
+        **_frame(plot_width, margin=LEGEND_WIDTH),
         columns=tuple(columns),
-        y_ticks=tuple((_y(v), f"{v:.2f}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)),
-        legend=tuple(
-            LegendEntry(group, colour, TOP + 8 + 16 * i)
-            for i, (group, colour) in enumerate(GROUP_COLOURS.items())
-        ),
-        legend_x=right + 16,
+        legend=_legend(GROUP_COLOURS.items()),
+        legend_x=LEFT + plot_width + 16,
+    )
+
+
+def _legend(entries: Iterable[tuple[str, str]]) -> tuple[LegendEntry, ...]:
+    return tuple(
+        LegendEntry(name, colour, TOP + 8 + 16 * i) for i, (name, colour) in enumerate(entries)
     )
