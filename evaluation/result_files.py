@@ -28,19 +28,21 @@ def file_stem(run_id: int, name: str) -> str:
 
 
 def table_csv(table: Table) -> str:
-    """One line per row of the table; per column DSC, HD95 (mm), cases averaged (n, n_hd95) and
-    the published DSC/HD95 where there is one."""
+    """One line per row of the table (the vertebrae, then Mean of Vertebrae, Mean of Spine, Mean
+    over cases, Pooled over vertebrae: ``table2.CONVENTIONS``); per column DSC, HD95 (mm),
+    values averaged (n, n_hd95), cases where the vertebra was not predicted (missed) and the
+    published DSC/HD95 where there is one."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = ["row"]
     for column in table.columns:
-        header += [f"{column.key} {part}" for part in ("dsc", "hd95_mm", "n", "n_hd95")]
+        header += [f"{column.key} {part}" for part in ("dsc", "hd95_mm", "n", "n_hd95", "missed")]
         header += [f"{column.key} paper dsc", f"{column.key} paper hd95_mm"]
     writer.writerow(header)
     for row in table.rows:
         line = [row.title]
         for cell, published in zip(row.cells, row.published, strict=True):
-            line += [_num(cell.dice), _num(cell.hd95_mm), cell.n, cell.n_hd95]
+            line += [_num(cell.dice), _num(cell.hd95_mm), cell.n, cell.n_hd95, cell.missed]
             line += list(published) if published else ["", ""]
         writer.writerow(line)
     return out.getvalue()

@@ -166,6 +166,10 @@ def test_writes_csv_and_json_beside_the_printout(evaluated_run):
         abs=1e-6,
     )
     assert mean["test_public paper dsc"] == "0.869"
+    rows = {row["row"]: row for row in table}
+    assert {"Mean over cases", "Pooled over vertebrae"} <= set(rows)
+    assert (rows["T10"]["test_public n_hd95"], rows["T10"]["test_public missed"]) == ("4", "1")
+    assert rows["C1"]["test_private paper dsc"] == "0.957"
     with open(run.labels_csv_path) as handle:
         labels = list(csv.DictReader(handle))
     assert len(labels) == LabelResult.objects.filter(run=run).count()
