@@ -33,7 +33,9 @@ Definitions (they follow ``medpy.metric.binary``, which the CTSpine1K evaluation
   within τ of the reference surface + number of reference surface voxels within τ of the
   prediction surface) / (total number of surface voxels of both). This is DeepMind's
   surface-distance "surface Dice at tolerance" with every surface voxel weighted 1 instead of
-  by its surfel area. Default τ = 2 mm.
+  by its surfel area. Default τ = 2 mm. A distance counts as within τ up to a relative
+  1e-6 above it: a spacing read from a float32 affine (1.0000000224 mm for 1 mm) must not
+  push distances that are whole multiples of the spacing, such as exactly 2 voxels, past τ.
 
 Conventions
 -----------
@@ -53,7 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from scipy import ndimage
@@ -93,6 +95,8 @@ CONVENTIONS: tuple[str, ...] = (
 )
 
 _NUM_VALUES = MAX_LABEL + 1  # label values 0..25
+# NSD: distances up to tolerance * this count as within it (float32 spacing noise, see above).
+_TOLERANCE_SLACK = 1.0 + 1e-6
 # Voxels per slab of the joint histogram, so its int64 codes never need a volume-sized copy.
 _HISTOGRAM_SLAB_VOXELS = 1 << 22
 
@@ -101,8 +105,13 @@ _HISTOGRAM_SLAB_VOXELS = 1 << 22
 class LabelMetrics:
     """Metrics of one label (1-25), of the whole spine (label 0, "spine") or of a binary mask.
 
+    The one per-vertebra result type: the job page, the evaluation tables, the stored rows
+    (``evaluation.models.LabelResult`` has these fields), the CSV and the JSON all use it.
+
     ``dice`` and ``nsd`` are fractions in [0, 1]; ``hd95_mm`` and ``assd_mm`` are in mm, None
     when the label is in only one of the two volumes; ``*_voxels`` are voxel counts.
+    ``predicted_as``: the predicted vertebra label covering most of the reference vertebra (None:
+    none, or the label is in the prediction only); ``off_by_one``: it is a neighbouring level.
     """
 
     label: int
@@ -113,6 +122,26 @@ class LabelMetrics:
     nsd: float
     ref_voxels: int
     pred_voxels: int
+    predicted_as: int | None = None
+    off_by_one: bool = False
+
+    @property
+    def found(self) -> str:
+        """ "both", "missed" (in the reference only) or "extra" (in the prediction only)."""
+        if not self.pred_voxels:
+            return "missed"
+        return "extra" if not self.ref_voxels else "both"
+
+    @property
+    def predicted_name(self) -> str | None:
+        return None if self.predicted_as is None else label_name(self.predicted_as)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LabelMetrics:
+        """From ``asdict()`` output, such as a job's stored comparison; fields added since it
+        was stored take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 @dataclass(frozen=True)
@@ -194,6 +223,7 @@ class Comparison:
     ("Mean of Spine"), None when both volumes are empty. ``mean_of_vertebrae``: means over
     ``per_label``. ``confusion``: one row per reference vertebra. ``level_errors``: reference
     vertebrae mostly labelled as another level. ``counts``: vertebra counts and call-outs.
+    ``level_summary``: :func:`summarize_levels` of them, a few phrases for the whole case.
     """
 
     spacing_mm: tuple[float, ...]
@@ -204,6 +234,7 @@ class Comparison:
     confusion: list[VertebraConfusion]
     level_errors: list[LevelError]
     counts: VertebraCounts
+    level_summary: tuple[str, ...] = ()
 
     def label(self, value: int) -> LabelMetrics | None:
         """The row of label ``value``, None when that label was not counted."""
@@ -252,16 +283,21 @@ def compare_labels(
         sub = _union_box(ref_boxes[value - 1], pred_boxes[value - 1])
         return ref_crop[sub] == value, pred_crop[sub] == value
 
+    confusion = _confusion(joint, wanted)
+    levels = {row.label: row for row in confusion}
     per_label = [
-        _metrics_row(
-            label=value,
-            name=label_name(value),
-            intersection=int(joint[value, value]),
-            n_ref=int(ref_counts[value]),
-            n_pred=int(pred_counts[value]),
-            masks=lambda value=value: label_masks(value),
-            spacing=spacing,
-            tolerance=tolerance,
+        _with_level(
+            _metrics_row(
+                label=value,
+                name=label_name(value),
+                intersection=int(joint[value, value]),
+                n_ref=int(ref_counts[value]),
+                n_pred=int(pred_counts[value]),
+                masks=lambda value=value: label_masks(value),
+                spacing=spacing,
+                tolerance=tolerance,
+            ),
+            levels.get(value),
         )
         for value in wanted
         if ref_counts[value] or pred_counts[value]  # in neither: not counted
@@ -279,7 +315,7 @@ def compare_labels(
             spacing=spacing,
             tolerance=tolerance,
         )
-    confusion = _confusion(joint, wanted)
+    counts = _counts(ref_counts, pred_counts, wanted)
     return Comparison(
         spacing_mm=tuple(float(s) for s in spacing),
         tolerance_mm=tolerance,
@@ -288,7 +324,8 @@ def compare_labels(
         mean_of_vertebrae=_mean_of(per_label),
         confusion=confusion,
         level_errors=_level_errors(confusion),
-        counts=_counts(ref_counts, pred_counts, wanted),
+        counts=counts,
+        level_summary=summarize_levels(confusion, counts),
     )
 
 
@@ -374,6 +411,12 @@ def _metrics_row(
     )
 
 
+def _with_level(row: LabelMetrics, confusion: VertebraConfusion | None) -> LabelMetrics:
+    if confusion is None:  # in the prediction only
+        return row
+    return replace(row, predicted_as=confusion.main_label, off_by_one=confusion.off_by_one)
+
+
 def _dice(intersection: int, n_ref: int, n_pred: int) -> float:
     # medpy's expression, so that the floats are identical to its dc().
     return 2.0 * intersection / float(n_ref + n_pred)
@@ -404,14 +447,15 @@ def _surface_metrics(
         distances[off_target] = np.sqrt((offsets * offsets).sum(axis=1))
         directed.append(distances)
     pooled = np.concatenate(directed)
-    within = int(np.count_nonzero(pooled <= tolerance))
+    within = int(np.count_nonzero(pooled <= tolerance * _TOLERANCE_SLACK))
     return float(np.percentile(pooled, 95)), float(pooled.mean()), within / pooled.size
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
     """Surface voxels of a boolean mask: the mask minus its erosion by the face-connected cross,
     voxels beyond the array counting as background (medpy's ``mask ^ binary_erosion(mask)``).
-    Shifted views of a zero-padded copy do the erosion 3-6x faster than ``binary_erosion``."""
+    Shifted views of a zero-padded copy do the erosion faster than ``binary_erosion``
+    (bench/metrics.py)."""
     padded = np.pad(mask, 1)
     inner = (slice(1, -1),) * mask.ndim
     interior = mask.copy()
@@ -422,14 +466,14 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 
 
 def _indices(mask: np.ndarray) -> np.ndarray:
-    """(n, ndim) indices of the true voxels in C order: ``np.argwhere``, 2-3x faster."""
+    """(n, ndim) indices of the true voxels in C order: ``np.argwhere``, faster."""
     return np.stack(np.unravel_index(np.flatnonzero(mask), mask.shape), axis=1)
 
 
 def _joint_histogram(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """26 x 26 voxel counts, ``[r, p]`` = voxels labelled r in the reference and p in the
-    prediction: one ``bincount`` of ``ref * 26 + pred`` (10x faster than comparing label by
-    label), in slabs along the first axis to bound the memory of the int64 codes."""
+    prediction: one ``bincount`` of ``ref * 26 + pred`` (much faster than comparing label by
+    label; bench/metrics.py), in slabs along the first axis to bound the memory of the int64 codes."""
     counts = np.zeros(_NUM_VALUES * _NUM_VALUES, dtype=np.int64)
     step = max(1, _HISTOGRAM_SLAB_VOXELS // max(1, ref[0].size))
     for start in range(0, ref.shape[0], step):
@@ -496,6 +540,54 @@ def _level_errors(confusion: list[VertebraConfusion]) -> list[LevelError]:
     return errors
 
 
+_LEVEL_WORDS = {1: "one level", 2: "two levels", 3: "three levels"}
+
+
+def summarize_levels(
+    confusion: Iterable[VertebraConfusion], counts: VertebraCounts
+) -> tuple[str, ...]:
+    """The level errors of a case in a few phrases: consecutive reference vertebrae mostly
+    labelled the same number of levels off make one phrase ("T10–L5 labelled one level too low
+    (8 vertebrae)"; too low = as a more caudal vertebra), as do consecutive vertebrae covered by
+    no predicted vertebra ("C1–C2 not found (2 vertebrae)"); then the labels found in the
+    prediction only ("L6 only in prediction")."""
+    shifted, not_found = [], []
+    for row in confusion:
+        if row.main_label is None:
+            not_found.append((row.label, 0))
+        elif row.main_label != row.label:
+            shifted.append((row.label, row.main_label - row.label))
+    phrases = []
+    for first, last, shift in _runs(shifted):
+        levels = _LEVEL_WORDS.get(abs(shift), f"{abs(shift)} levels")
+        way = "too low" if shift > 0 else "too high"
+        phrases.append(f"{_span(first, last)} labelled {levels} {way}{_how_many(first, last)}")
+    for first, last, _ in _runs(not_found):
+        phrases.append(f"{_span(first, last)} not found{_how_many(first, last)}")
+    for first, last, _ in _runs([(v, 0) for v in counts.only_in_prediction]):
+        phrases.append(f"{_span(first, last)} only in prediction")
+    return tuple(phrases)
+
+
+def _runs(items: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(first, last, key) of each run of consecutive labels with one key, from (label, key)."""
+    runs: list[list[int]] = []
+    for label, key in sorted(items):
+        if runs and runs[-1][1] == label - 1 and runs[-1][2] == key:
+            runs[-1][1] = label
+        else:
+            runs.append([label, label, key])
+    return [tuple(run) for run in runs]
+
+
+def _span(first: int, last: int) -> str:
+    return label_name(first) if first == last else f"{label_name(first)}–{label_name(last)}"
+
+
+def _how_many(first: int, last: int) -> str:
+    return "" if first == last else f" ({last - first + 1} vertebrae)"
+
+
 def _counts(ref_counts, pred_counts, wanted: tuple[int, ...]) -> VertebraCounts:
     in_ref = tuple(v for v in wanted if ref_counts[v])
     in_pred = tuple(v for v in wanted if pred_counts[v])
@@ -514,8 +606,8 @@ def _counts(ref_counts, pred_counts, wanted: tuple[int, ...]) -> VertebraCounts:
 def _nonzero_box(array: np.ndarray, projection=None) -> tuple[slice, ...] | None:
     """Tight bounding box (slices) of the non-zero voxels of a non-negative array; None if none.
 
-    One max-reduction over the whole array, along its outermost axis in memory (~5 ms for a
-    512x512x500 uint8 volume, against ~210 ms for ``ndimage.find_objects``), gives the other
+    One max-reduction over the whole array, along its outermost axis in memory (far cheaper than
+    ``ndimage.find_objects`` on a CT; see ../shared/NOTES.md), gives the other
     axes' extent; the reduced axis's extent is read inside that box only. ``projection`` is
     the ``(axis, max)`` pair of :func:`_outer_projection`, when already computed.
     """

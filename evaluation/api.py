@@ -4,39 +4,48 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from evaluation.models import EvaluationRun
-from evaluation.reports import run_header, run_report, select_cases
-from viewer.api.catalog import FILTER_PARAMETERS
+from evaluation.reports import run_report, select_cases
+from evaluation.serializers import RunReportSerializer, RunSerializer
+from viewer.filters import CaseFilter
+
+# The case search parameters of /api/cases/, which restrict a run's tables to matching cases.
+CASE_PARAMETERS = [
+    OpenApiParameter(name, str, description=str(field.label or name))
+    for name, field in CaseFilter.base_filters.items()
+]
 
 
-class RunList(APIView):
+class RunList(ListAPIView):
     pagination_class = None
+    serializer_class = RunSerializer
 
-    @extend_schema(operation_id="evaluations_list", responses=dict)
-    def get(self, request):
-        return Response(
-            [
-                {
-                    **run_header(run),
-                    "url": request.build_absolute_uri(f"/api/evaluations/{run.pk}/"),
-                }
-                for run in EvaluationRun.objects.newest_first()
-            ]
-        )
+    def get_queryset(self):
+        return EvaluationRun.objects.newest_first()
+
+    @extend_schema(operation_id="evaluations_list")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class WorstParameter(serializers.Serializer):
+    worst = serializers.IntegerField(min_value=0, default=3)
 
 
 class RunDetail(APIView):
     @extend_schema(
         operation_id="evaluations_detail",
         parameters=[
-            *FILTER_PARAMETERS,
+            *CASE_PARAMETERS,
             OpenApiParameter("worst", int, description="worst cases per vertebra (default 3)"),
         ],
-        responses=dict,
+        responses=RunReportSerializer,
     )
     def get(self, request, run_id: int):
         """Table 2 per split, by source and for the anomaly cases, level errors, worst cases,
@@ -44,10 +53,10 @@ class RunDetail(APIView):
         parameters of /api/cases/ (e.g. ``anomaly=lumbarization``)."""
         run = get_object_or_404(EvaluationRun, pk=run_id)
         query = request.query_params.copy()
-        worst = query.pop("worst", ["3"])[-1]
-        if not worst.isdigit():
-            raise ValidationError({"worst": ["a whole number"]})
+        worst = WorstParameter(data={"worst": query.pop("worst", ["3"])[-1]})
+        worst.is_valid(raise_exception=True)
         selection = select_cases(run, query)
         if selection.errors:
             raise ValidationError(selection.errors)
-        return Response(run_report(run, selection, worst=int(worst)))
+        run.report = run_report(run, selection, worst=worst.validated_data["worst"])
+        return Response(RunReportSerializer(run, context={"request": request}).data)

@@ -1,4 +1,4 @@
-"""Evaluating one prediction file against its ground truth (pure: no Django, no ORM).
+"""Evaluating one prediction file against its ground truth (no ORM, no settings).
 
 This is the worker function of ``evaluation.evaluate``: it runs in a process pool, takes a small
 picklable :class:`PairTask` of paths and returns a picklable :class:`PairResult` of plain values.
@@ -13,45 +13,37 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ctspine.imaging.volume_io import VolumeError, check_same_grid, read_volume
-from ctspine.metrics import compare_labels
+import numpy as np
+from django.db import models
 
-OK = "ok"
-MISSING = "missing"
-GRID_MISMATCH = "grid_mismatch"
-UNREADABLE = "unreadable"
-STATUSES = (OK, MISSING, GRID_MISMATCH, UNREADABLE)
+from ctspine.imaging.volume_io import VolumeError, check_same_grid, read_volume
+from ctspine.metrics import LabelMetrics, compare_labels
+from evaluation.reference_sets import read_reference
+
+
+class CaseStatus(models.TextChoices):
+    """How one case of an evaluation ended (``evaluation.models.CaseResult.status``)."""
+
+    OK = "ok", "evaluated"
+    MISSING = "missing", "no prediction"
+    GRID_MISMATCH = "grid_mismatch", "grid mismatch"
+    UNREADABLE = "unreadable", "unreadable"
+
+
+OK, MISSING, GRID_MISMATCH, UNREADABLE = CaseStatus
 
 
 @dataclass(frozen=True)
 class PairTask:
-    """One case to evaluate: absolute paths of the ground truth and the prediction label maps;
-    ``tolerance_mm`` is the NSD tolerance in mm."""
+    """One case to evaluate: absolute paths of the ground truth and the prediction label maps
+    (prediction None: there is none, score an empty prediction); ``tolerance_mm`` is the NSD
+    tolerance in mm; ``convention``: the ground truth's labels (``evaluation.reference_sets``)."""
 
     case_id: str
     reference: str
-    prediction: str
+    prediction: str | None
     tolerance_mm: float = 2.0
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    """The metrics of one vertebra label (1-25) of one case, as ``ctspine.metrics.LabelMetrics``
-    plus the level check: ``predicted_as`` is the predicted vertebra label covering most of the
-    reference vertebra (None: none, or the label is in the prediction only), ``off_by_one`` that
-    it is a neighbouring level. Dice and NSD are fractions; distances in mm, None when the label
-    is in one volume only."""
-
-    label: int
-    name: str
-    dice: float
-    hd95_mm: float | None
-    assd_mm: float | None
-    nsd: float
-    ref_voxels: int
-    pred_voxels: int
-    predicted_as: int | None
-    off_by_one: bool
+    convention: str = "ctspine"
 
 
 @dataclass(frozen=True)
@@ -59,13 +51,15 @@ class PairResult:
     """What one case gave. ``status`` is ``ok``, ``grid_mismatch`` or ``unreadable`` (then
     ``error`` says why and there are no metrics). ``mean_*`` are the case's "Mean of Vertebrae"
     (Dice/NSD over the labels counted, distances over those where defined), ``spine_*`` the
-    binary whole spine; ``level_errors`` and ``callouts`` are sentences ready to show;
+    binary whole spine; ``level_errors`` and ``callouts`` are sentences ready to show (per
+    vertebra), ``level_summary`` the same in a few phrases for the case; a case without
+    prediction has status ``missing`` and the metrics of an empty prediction;
     ``seconds`` is the wall time of reading and comparing."""
 
     case_id: str
     status: str
     error: str = ""
-    labels: tuple[LabelRow, ...] = ()
+    labels: tuple[LabelMetrics, ...] = ()
     mean_dice: float | None = None
     mean_hd95_mm: float | None = None
     mean_assd_mm: float | None = None
@@ -75,6 +69,7 @@ class PairResult:
     level_errors: tuple[str, ...] = ()
     off_by_one: int = 0
     callouts: tuple[str, ...] = ()
+    level_summary: tuple[str, ...] = ()
     shape: tuple[int, ...] = ()
     spacing_mm: tuple[float, ...] = ()
     seconds: float = 0.0
@@ -85,9 +80,12 @@ def evaluate_pair(task: PairTask) -> PairResult:
     the result's ``status`` and ``error`` say what was wrong."""
     start = time.perf_counter()
     try:
-        reference = read_volume(task.reference, kind="label")
+        truth = read_reference(task.reference, convention=task.convention)
     except VolumeError as exc:
         return PairResult(task.case_id, UNREADABLE, f"ground truth: {exc}")
+    reference = truth.volume
+    if task.prediction is None:
+        return _compare(task, reference, np.zeros_like(reference.data), truth.set_aside, start)
     try:
         prediction = read_volume(task.prediction, kind="label")
     except VolumeError as exc:
@@ -103,32 +101,23 @@ def evaluate_pair(task: PairTask) -> PairResult:
         # check_same_grid speaks of "label" and "image"; here they are prediction and truth.
         message = str(exc).replace("label", "prediction").replace("image", "ground truth")
         return PairResult(task.case_id, GRID_MISMATCH, message)
+    return _compare(task, reference, prediction.data, truth.set_aside, start)
+
+
+def _compare(task: PairTask, reference, prediction, set_aside, start: float) -> PairResult:
     comparison = compare_labels(
         reference=reference.data,
-        prediction=prediction.data,
+        prediction=prediction,
         spacing_mm=reference.spacing,
         tolerance_mm=task.tolerance_mm,
     )
-    confusion = {row.label: row for row in comparison.confusion}
-    rows = tuple(
-        LabelRow(
-            label=m.label,
-            name=m.name,
-            dice=m.dice,
-            hd95_mm=m.hd95_mm,
-            assd_mm=m.assd_mm,
-            nsd=m.nsd,
-            ref_voxels=m.ref_voxels,
-            pred_voxels=m.pred_voxels,
-            predicted_as=confusion[m.label].main_label if m.label in confusion else None,
-            off_by_one=confusion[m.label].off_by_one if m.label in confusion else False,
-        )
-        for m in comparison.per_label
-    )
+    rows = tuple(comparison.per_label)
     mean, spine = comparison.mean_of_vertebrae, comparison.spine
+    missing = task.prediction is None
     return PairResult(
         case_id=task.case_id,
-        status=OK,
+        status=MISSING if missing else OK,
+        error="no prediction file: scored as an empty prediction" if missing else "",
         labels=rows,
         mean_dice=mean.dice,
         mean_hd95_mm=mean.hd95_mm,
@@ -138,7 +127,8 @@ def evaluate_pair(task: PairTask) -> PairResult:
         spine_hd95_mm=spine.hd95_mm if spine else None,
         level_errors=tuple(error.message for error in comparison.level_errors),
         off_by_one=sum(row.off_by_one for row in rows),
-        callouts=comparison.counts.callouts,
+        callouts=(*comparison.counts.callouts, *set_aside),
+        level_summary=(*comparison.level_summary, *set_aside),
         shape=tuple(int(n) for n in reference.data.shape),
         spacing_mm=tuple(float(s) for s in reference.spacing),
         seconds=time.perf_counter() - start,

@@ -11,8 +11,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404
 from django.shortcuts import render
 
-from ctspine.dataset.layout import PathOutsideRoot
+from ctspine.metrics import LabelMetrics, MeanMetrics
 from evaluation.models import OK, CaseResult
+from inference.presentation import MetricsTable, VertebraRow
 from viewer.permissions import dataset_visible_to
 from viewer.tiles.case import case_volumes
 from viewer.tiles.urls import Unavailable
@@ -31,10 +32,7 @@ def evaluated_volumes(run_id: int, case_id: str, user) -> tuple[CaseResult, Volu
         raise Unavailable(404, f"case {case_id} is not in evaluation run {run_id}")
     if result.status != OK:
         raise Unavailable(409, f"case {case_id} was not evaluated: {result.get_status_display()}")
-    try:
-        case, volumes = case_volumes(case_id, user)
-    except PathOutsideRoot as exc:
-        raise Unavailable(409, str(exc)) from None
+    case, volumes = case_volumes(case_id, user)
     prediction = Path(result.prediction_path)
     if not prediction.is_file():
         raise Unavailable(404, f"the prediction file of {case_id} is gone: {prediction.name}")
@@ -59,17 +57,57 @@ def evaluated_centroids(result: CaseResult, volumes: VolumeSet) -> dict[int, tup
 
 
 def evaluated_case_page(request, run_id: int, case_id: str):
+    """The case in the viewer beside its metrics; a scored case that cannot be shown in the
+    viewer (no prediction, or ground truth outside the catalog) gets its metrics and why."""
     if not dataset_visible_to(request.user):
         return redirect_to_login(request.get_full_path())
+    result = CaseResult.objects.filter(run_id=run_id, case_id=case_id).first()
+    if result is None or not (result.scored or result.status == OK):
+        raise Http404(f"case {case_id} has no metrics in evaluation run {run_id}")
     try:
-        result, _ = evaluated_volumes(run_id, case_id, request.user)
+        evaluated_volumes(run_id, case_id, request.user)
+        not_viewable = ""
     except Unavailable as exc:
-        raise Http404(str(exc)) from None
+        not_viewable = f"Not shown in the viewer: {exc}."
     context = {
         "result": result,
         "run": result.run,
-        "labels": result.labels.order_by("label"),
+        "table": metrics_table(result),
+        "not_viewable": not_viewable,
         "api_base": f"/api/evaluations/{run_id}/cases/{case_id}",
         "layer_titles": LAYER_TITLES,
     }
     return render(request, "evaluation/case.html", context)
+
+
+def metrics_table(result: CaseResult) -> MetricsTable:
+    """The case's stored rows in the metrics table the job page shows too."""
+    labels = [VertebraRow(row.metrics()) for row in result.labels.order_by("label")]
+    with_distances = [row for row in labels if row.metrics.hd95_mm is not None]
+    return MetricsTable(
+        vertebrae=labels,
+        mean_of_vertebrae=MeanMetrics(
+            dice=result.mean_dice,
+            hd95_mm=result.mean_hd95_mm,
+            assd_mm=result.mean_assd_mm,
+            nsd=result.mean_nsd,
+            labels=len(labels),
+            labels_with_distances=len(with_distances),
+        ),
+        # Only the spine's Dice and HD95 are stored.
+        spine=LabelMetrics(
+            label=0,
+            name="spine",
+            dice=result.spine_dice,
+            hd95_mm=result.spine_hd95_mm,
+            assd_mm=None,
+            nsd=None,
+            ref_voxels=None,
+            pred_voxels=None,
+        )
+        if result.spine_dice is not None
+        else None,
+        callouts=list(result.level_summary) or list(result.messages),
+        details=list(result.messages) if result.level_summary else [],
+        tolerance_mm=result.run.tolerance_mm,
+    )

@@ -25,12 +25,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from ctspine.dataset.layout import PathOutsideRoot, resolve_inside
+from ctspine.imaging.volume_io import VolumeError
 from evaluation import table2
 from evaluation.case_metrics import MISSING, OK, PairResult, PairTask, evaluate_pair
 from evaluation.models import EVALUATED_SPLITS, CaseResult, EvaluationRun, LabelResult
 from evaluation.prediction_files import match_predictions
-from evaluation.reports import run_document
+from evaluation.reference_sets import VERSE, VERSE_SET, reference_files, set_key
 from evaluation.result_files import file_stem, labels_csv, table_csv, write_json, write_text
+from evaluation.serializers import RunDocumentSerializer
 from viewer.models import Case
 
 # progress(iterable, total) -> the same items, e.g. wrapped in a tqdm bar.
@@ -46,10 +48,39 @@ class CasePlan:
     """The cases of the split that have ground truth (case id -> Case, absolute label path) and,
     for every other case of the catalog, why it is not evaluated (a phrase)."""
 
-    cases: dict[str, Case] = field(default_factory=dict)
+    cases: dict[str, Case | None] = field(default_factory=dict)  # None: not in the catalog
     references: dict[str, Path] = field(default_factory=dict)
     not_evaluated: dict[str, str] = field(default_factory=dict)
     without_reference: int = 0  # cases of the split with no ground truth in this download
+    # For a reference folder: its set key, the source of its cases and its label convention.
+    set_key: str = ""
+    source: str = ""
+    convention: str = "ctspine"
+
+    def about(self, case_id: str) -> dict[str, str]:
+        """Split, source and curated anomaly of a case ("" where unknown)."""
+        case = self.cases[case_id]
+        if case is None:
+            return {"split": self.set_key, "source": self.source, "anomaly": ""}
+        return {"split": case.split, "source": case.source, "anomaly": case.curated_anomaly}
+
+
+def plan_reference_folder(folder: Path, set_name: str) -> CasePlan:
+    """Every label map of ``folder`` as a case of the set ``set_name`` (not in the catalog);
+    Test_VerSe's maps are read in VerSe's convention."""
+    try:
+        references = reference_files(folder)
+        key = set_key(set_name)
+    except (OSError, VolumeError, ValueError) as exc:
+        raise EvaluationError(str(exc)) from exc
+    verse = key == VERSE_SET
+    return CasePlan(
+        cases=dict.fromkeys(references),
+        references=references,
+        set_key=key,
+        source="VerSe" if verse else "",
+        convention=VERSE if verse else "ctspine",
+    )
 
 
 def plan_cases(splits: tuple[str, ...], *, root: Path) -> CasePlan:
@@ -91,9 +122,17 @@ def run_evaluation(
     tolerance_mm: float = 2.0,
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
+    skip_missing: bool = False,
+    reference_dir: str | Path | None = None,
+    set_name: str = "Test_VerSe",
 ) -> EvaluationRun:
     """Evaluate every prediction of ``prediction_dir`` for the cases of ``split`` (test_public,
     test_private, all = both test splits, or train) and store an ``EvaluationRun``.
+
+    ``reference_dir``: score against the label maps of this folder instead of the catalog (a
+    set named ``set_name``; Test_VerSe in VerSe's label convention, ``split`` is then unused).
+    ``skip_missing``: leave cases without a prediction out of the tables instead of scoring
+    them as empty predictions (Dice 0 for each of their vertebrae, HD95 not defined).
 
     ``workers``: processes computing metrics (1: in this process). ``tolerance_mm``: the NSD
     tolerance. ``out_dir``: where the CSV and JSON files go (default: the prediction folder).
@@ -107,8 +146,12 @@ def run_evaluation(
     if not tolerance_mm >= 0:  # also refuses NaN
         raise EvaluationError(f"the NSD tolerance must be >= 0 mm, not {tolerance_mm}")
     folder = Path(prediction_dir).expanduser().resolve()
-    splits = EVALUATED_SPLITS[split]
-    plan = plan_cases(splits, root=Path(settings.CTSPINE_DATA_ROOT))
+    if reference_dir is not None:
+        reference_dir = Path(reference_dir).expanduser().resolve()
+        plan = plan_reference_folder(reference_dir, set_name)
+        split = plan.set_key
+    else:
+        plan = plan_cases(EVALUATED_SPLITS[split], root=Path(settings.CTSPINE_DATA_ROOT))
     try:
         match = match_predictions(folder, plan.cases, not_evaluated=plan.not_evaluated)
     except (FileNotFoundError, NotADirectoryError) as exc:
@@ -117,6 +160,8 @@ def run_evaluation(
         name=name or folder.name,
         prediction_dir=str(folder),
         split=split,
+        reference_dir=str(reference_dir or ""),
+        missing_as_failure=not skip_missing,
         tolerance_mm=tolerance_mm,
         workers=max(1, workers),
         cases_expected=len(plan.cases),
@@ -124,9 +169,17 @@ def run_evaluation(
     )
     try:
         start = time.perf_counter()
+        predicted = [case_id for case_id in plan.cases if case_id in match.files]
+        scored = predicted if skip_missing else list(plan.cases)
         tasks = [
-            PairTask(case_id, str(plan.references[case_id]), str(path), tolerance_mm)
-            for case_id, path in sorted(match.files.items())
+            PairTask(
+                case_id,
+                str(plan.references[case_id]),
+                str(match.files[case_id]) if case_id in match.files else None,
+                tolerance_mm,
+                plan.convention,
+            )
+            for case_id in sorted(scored)
         ]
         items = _evaluate_all(tasks, workers=max(1, workers))
         results = list(progress(items, len(tasks)) if progress else items)
@@ -136,7 +189,7 @@ def run_evaluation(
     except BaseException as exc:
         # Record why before re-raising, so the run is never left "running" after a failure
         # (KeyboardInterrupt included).
-        run.status, run.error, run.finished = EvaluationRun.FAILED, repr(exc), timezone.now()
+        run.status, run.error, run.finished = EvaluationRun.Status.FAILED, repr(exc), timezone.now()
         run.save(update_fields=["status", "error", "finished"])
         raise
     return run
@@ -163,10 +216,9 @@ def _store(run: EvaluationRun, plan: CasePlan, files: dict[str, Path], results) 
             run=run,
             catalog_case=case,
             case_id=case_id,
-            split=case.split,
-            source=case.source,
-            anomaly=case.curated_anomaly,
+            **plan.about(case_id),
             status=result.status,
+            scored=bool(result.labels) or result.status == OK,
             error=result.error,
             prediction_path=str(files.get(case_id, "")),
             reference_path=str(plan.references[case_id]),
@@ -179,24 +231,14 @@ def _store(run: EvaluationRun, plan: CasePlan, files: dict[str, Path], results) 
             level_errors=len(result.level_errors),
             off_by_one=result.off_by_one,
             messages=[*result.level_errors, *result.callouts],
+            level_summary=list(result.level_summary),
+            # RAS: the third axis runs from the feet to the head.
+            z_spacing_mm=result.spacing_mm[2] if result.spacing_mm else None,
             seconds=result.seconds or None,
         )
         rows.append(row)
         labels += [
-            LabelResult(
-                run=run,
-                case_result=row,
-                label=value.label,
-                dice=value.dice,
-                hd95_mm=value.hd95_mm,
-                assd_mm=value.assd_mm,
-                nsd=value.nsd,
-                ref_voxels=value.ref_voxels,
-                pred_voxels=value.pred_voxels,
-                predicted_as=value.predicted_as,
-                off_by_one=value.off_by_one,
-            )
-            for value in result.labels
+            LabelResult.from_metrics(value, run=run, case_result=row) for value in result.labels
         ]
     with transaction.atomic():
         CaseResult.objects.bulk_create(rows, batch_size=500)
@@ -206,11 +248,11 @@ def _store(run: EvaluationRun, plan: CasePlan, files: dict[str, Path], results) 
 def _finish(run: EvaluationRun, results: list[PairResult], *, seconds: float, out_dir: Path):
     statuses = [r.status for r in results]
     run.cases_evaluated = statuses.count(OK)
-    run.cases_failed = len(statuses) - run.cases_evaluated
-    run.cases_missing = run.cases_expected - len(results)
+    run.cases_missing = run.cases_expected - len(results) + statuses.count(MISSING)
+    run.cases_failed = len(statuses) - run.cases_evaluated - statuses.count(MISSING)
     run.seconds = seconds
-    run.summary = table2.report(run.cases.evaluated().as_records(), run.splits)
-    run.status, run.finished = EvaluationRun.DONE, timezone.now()
+    run.summary = table2.report(run.cases.as_records(), run.splits)
+    run.status, run.finished = EvaluationRun.Status.DONE, timezone.now()
     try:
         _write_files(run, results, out_dir)
     except OSError as exc:  # the results are stored; only the files beside them are lost
@@ -223,12 +265,13 @@ def _write_files(run: EvaluationRun, results: list[PairResult], out_dir: Path) -
     about = {
         row["case_id"]: row for row in run.cases.values("case_id", "split", "source", "anomaly")
     }
-    table = table2.split_table(run.cases.evaluated().as_records(), run.splits)
+    table = table2.split_table(run.cases.as_records(), run.splits)
     run.table_csv_path = str(write_text(out_dir / f"{stem}_table2.csv", table_csv(table)))
     run.labels_csv_path = str(
         write_text(
             out_dir / f"{stem}_labels.csv",
-            labels_csv([r for r in results if r.status == OK], about),
+            labels_csv([r for r in results if r.labels], about),
         )
     )
-    run.json_path = str(write_json(out_dir / f"{stem}.json", run_document(run)))
+    document = RunDocumentSerializer(run).data
+    run.json_path = str(write_json(out_dir / f"{stem}.json", document))

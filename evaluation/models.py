@@ -8,11 +8,15 @@ are fractions in [0, 1]; distances are in mm, null where not defined.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from django.db import models
 
 from ctspine.labels import label_name
-from evaluation.case_metrics import GRID_MISMATCH, MISSING, OK, UNREADABLE
-from evaluation.table2 import CaseRecord, LabelValue
+from ctspine.metrics import LabelMetrics
+from evaluation import table2
+from evaluation.case_metrics import OK, CaseStatus
+from evaluation.table2 import CaseRecord
 from viewer.models import Case
 
 EVALUATED_SPLITS = {
@@ -25,24 +29,32 @@ EVALUATED_SPLITS = {
 
 class EvaluationRunQuerySet(models.QuerySet):
     def finished(self):
-        return self.filter(status=EvaluationRun.DONE)
+        return self.filter(status=EvaluationRun.Status.DONE)
 
     def newest_first(self):
         return self.order_by("-created", "-id")
 
 
 class EvaluationRun(models.Model):
-    RUNNING, DONE, FAILED = "running", "done", "failed"
-    STATUS_CHOICES = [(RUNNING, "running"), (DONE, "done"), (FAILED, "failed")]
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
 
     name = models.CharField(max_length=200)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
     prediction_dir = models.CharField(max_length=1024)  # absolute
-    split = models.CharField(max_length=16, choices=[(s, s) for s in EVALUATED_SPLITS])
-    status = models.CharField(max_length=8, choices=STATUS_CHOICES, default=RUNNING)
+    # A key of EVALUATED_SPLITS, or the key of a reference set (e.g. "test_verse").
+    split = models.CharField(max_length=64)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
     error = models.TextField(blank=True)
+    # A reference folder not in the catalog (Test_VerSe); blank: the catalog's ground truth.
+    reference_dir = models.CharField(max_length=1024, blank=True)
     tolerance_mm = models.FloatField(default=2.0)  # NSD tolerance
+    # True: a case without a prediction is scored as an empty prediction (Dice 0 for each of
+    # its vertebrae); False (--skip-missing): it is left out of the tables.
+    missing_as_failure = models.BooleanField(default=True)
     workers = models.PositiveSmallIntegerField(default=1)
     seconds = models.FloatField(null=True, blank=True)  # wall time of the evaluation
     # Counts: cases of the split with ground truth, and how they ended.
@@ -69,12 +81,30 @@ class EvaluationRun(models.Model):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return EVALUATED_SPLITS[self.split]
+        return EVALUATED_SPLITS.get(self.split, (self.split,))
+
+    def headline(self) -> dict[str, dict]:
+        """Per split, the Mean of Vertebrae and Mean of Spine cells of the stored summary."""
+        table = self.summary.get("table2") if self.summary else None
+        if not table:
+            return {}
+        out = {}
+        for index, column in enumerate(table["columns"]):
+            rows = {row["key"]: row["cells"][index] for row in table["rows"]}
+            out[column["key"]] = {
+                key: rows[key] for key in (table2.MEAN_OF_VERTEBRAE, table2.MEAN_OF_SPINE)
+            }
+        return out
 
 
 class CaseResultQuerySet(models.QuerySet):
     def evaluated(self):
         return self.filter(status=OK)
+
+    def scored(self):
+        """The cases the tables average: the evaluated ones, and those without a prediction
+        when the run scores them as empty predictions."""
+        return self.filter(scored=True)
 
     def problems(self):
         """Cases of the split that were not evaluated: missing, mismatched or unreadable."""
@@ -91,18 +121,13 @@ class CaseResultQuerySet(models.QuerySet):
         return self.order_by(models.F("mean_dice").asc(nulls_first=True), "case_id")
 
     def as_records(self) -> list[CaseRecord]:
-        """The evaluated rows as ``table2.CaseRecord`` (two queries, whatever the number)."""
-        rows = list(self.evaluated().order_by("case_id"))
-        values: dict[int, list[LabelValue]] = {row.pk: [] for row in rows}
-        for case_result_id, *fields in (
-            LabelResult.objects.filter(case_result__in=self.evaluated().values("pk"))
-            .order_by("case_result_id", "label")
-            .values_list(
-                "case_result_id", "label", "dice", "hd95_mm", "ref_voxels", "predicted_as",
-                "off_by_one",
-            )
-        ):  # fmt: skip
-            values[case_result_id].append(LabelValue(*fields))
+        """The scored rows as ``table2.CaseRecord`` (two queries, whatever the number)."""
+        rows = list(self.scored().order_by("case_id"))
+        values: dict[int, list[LabelMetrics]] = {row.pk: [] for row in rows}
+        for label in LabelResult.objects.filter(
+            case_result__in=self.scored().values("pk")
+        ).order_by("case_result_id", "label"):
+            values[label.case_result_id].append(label.metrics())
         return [
             CaseRecord(
                 case_id=row.case_id,
@@ -114,18 +139,14 @@ class CaseResultQuerySet(models.QuerySet):
                 spine_dice=row.spine_dice,
                 spine_hd95_mm=row.spine_hd95_mm,
                 labels=tuple(values[row.pk]),
+                z_spacing_mm=row.z_spacing_mm,
             )
             for row in rows
         ]
 
 
 class CaseResult(models.Model):
-    STATUS_CHOICES = [
-        (OK, "evaluated"),
-        (MISSING, "no prediction"),
-        (GRID_MISMATCH, "grid mismatch"),
-        (UNREADABLE, "unreadable"),
-    ]
+    Status = CaseStatus
 
     run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="cases")
     # The catalog row while it exists; case_id keeps the result readable without it.
@@ -133,10 +154,11 @@ class CaseResult(models.Model):
         Case, on_delete=models.SET_NULL, null=True, blank=True, related_name="evaluations"
     )
     case_id = models.CharField(max_length=128)
-    split = models.CharField(max_length=16)
+    split = models.CharField(max_length=64)
     source = models.CharField(max_length=32)
     anomaly = models.CharField(max_length=16, blank=True)  # curated, when evaluated
-    status = models.CharField(max_length=16, choices=STATUS_CHOICES)
+    status = models.CharField(max_length=16, choices=CaseStatus.choices)
+    scored = models.BooleanField(default=False)  # counted in the tables (see scored())
     error = models.TextField(blank=True)
     prediction_path = models.CharField(max_length=1024, blank=True)  # absolute
     reference_path = models.CharField(max_length=1024, blank=True)  # absolute
@@ -150,6 +172,9 @@ class CaseResult(models.Model):
     level_errors = models.PositiveSmallIntegerField(default=0)  # vertebrae mostly mislabelled
     off_by_one = models.PositiveSmallIntegerField(default=0)  # of those, by one level
     messages = models.JSONField(default=list, blank=True)  # level errors and count call-outs
+    # The level errors and call-outs summarised, a few sentences (messages: per vertebra).
+    level_summary = models.JSONField(default=list, blank=True)
+    z_spacing_mm = models.FloatField(null=True, blank=True)  # slice spacing of the ground truth
     seconds = models.FloatField(null=True, blank=True)
 
     objects = CaseResultQuerySet.as_manager()
@@ -189,7 +214,14 @@ class LabelResultQuerySet(models.QuerySet):
         return self.order_by("dice", models.F("hd95_mm").desc(nulls_first=True), "case_result_id")
 
 
+# The fields a LabelResult stores of a ctspine.metrics.LabelMetrics (the name follows the label).
+METRIC_FIELDS = tuple(f.name for f in fields(LabelMetrics) if f.name != "name")
+
+
 class LabelResult(models.Model):
+    """One vertebra of one case: a stored ``ctspine.metrics.LabelMetrics`` (same field names,
+    same units), with its run and case."""
+
     # run is the case result's run, repeated so that per-label queries need no join.
     run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="labels")
     case_result = models.ForeignKey(CaseResult, on_delete=models.CASCADE, related_name="labels")
@@ -215,6 +247,16 @@ class LabelResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} of {self.case_result_id}"
+
+    @classmethod
+    def from_metrics(cls, metrics: LabelMetrics, **related) -> LabelResult:
+        """An unsaved row of ``metrics``; ``related``: ``run`` and ``case_result``."""
+        return cls(**{name: getattr(metrics, name) for name in METRIC_FIELDS}, **related)
+
+    def metrics(self) -> LabelMetrics:
+        return LabelMetrics(
+            name=label_name(self.label), **{name: getattr(self, name) for name in METRIC_FIELDS}
+        )
 
     @property
     def name(self) -> str:

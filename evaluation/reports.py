@@ -16,7 +16,7 @@ from django.http import QueryDict
 from ctspine.labels import label_name, parse_label
 from evaluation import table2
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
-from evaluation.plots import strip_plot
+from evaluation.plots import group_plot, resolution_plot, strip_plot
 from viewer.filters import PARAMETERS, CaseFilter
 from viewer.models import ANOMALIES, SOURCES, SPLITS, Case
 
@@ -78,6 +78,18 @@ def select_cases(run: EvaluationRun, query: QueryDict) -> Selection:
     return Selection(cases, errors, filters, label, level)
 
 
+def missing_phrase(run: EvaluationRun) -> str:
+    """How many cases had no prediction and what was done with them, for headers."""
+    if not run.cases_missing:
+        return "0 without prediction"
+    if run.missing_as_failure:
+        return (
+            f"{run.cases_missing} without prediction (scored as empty predictions: Dice 0 for "
+            "each of their vertebrae, HD95 not defined)"
+        )
+    return f"{run.cases_missing} without prediction (left out of the tables: --skip-missing)"
+
+
 def query_string(filters: dict[str, list[str]], **extra) -> str:
     """``?a=1&b=2`` from the active filters plus ``extra`` (None values dropped)."""
     pairs = [(name, value) for name, values in filters.items() for value in values]
@@ -87,14 +99,24 @@ def query_string(filters: dict[str, list[str]], **extra) -> str:
 
 def run_report(run: EvaluationRun, selection: Selection, *, worst: int = 3) -> dict:
     """Tables, level errors, worst cases, Dice strip plot data and problems of the selection,
-    as plain values: the API returns this, the page renders it."""
+    as plain values: the API returns this with the run (``RunReportSerializer``), the page
+    renders it."""
     records = selection.cases.as_records()
     summary = table2.report(records, run.splits, worst=worst)
     return {
-        **run_header(run),
         "filters": selection.filters,
         "summary": summary,
         "dice_by_label": _dice_by_label(records),
+        "resolution": [
+            {
+                "case_id": r.case_id,
+                "source": r.source,
+                "z_spacing_mm": r.z_spacing_mm,
+                "mean_dice": r.mean_dice,
+            }
+            for r in records
+            if r.z_spacing_mm is not None and r.mean_dice is not None
+        ],
         "problems": [
             {"case_id": c.case_id, "status": c.status, "error": c.error, "file": _name(c)}
             for c in selection.cases.problems().order_by("status", "case_id")
@@ -118,100 +140,6 @@ def _name(result: CaseResult) -> str:
     return result.prediction_path.rsplit("/", 1)[-1] if result.prediction_path else ""
 
 
-def run_header(run: EvaluationRun) -> dict:
-    return {
-        "id": run.pk,
-        "name": run.name,
-        "created": run.created.isoformat(),
-        "finished": run.finished.isoformat() if run.finished else None,
-        "status": run.status,
-        "error": run.error,
-        "split": run.split,
-        "splits": list(run.splits),
-        "tolerance_mm": run.tolerance_mm,
-        "workers": run.workers,
-        "seconds": run.seconds,
-        "counts": {
-            "expected": run.cases_expected,
-            "evaluated": run.cases_evaluated,
-            "missing": run.cases_missing,
-            "failed": run.cases_failed,
-            "unmatched_files": len(run.unmatched_files),
-        },
-        "headline": headline(run.summary),
-    }
-
-
-def headline(summary: dict) -> dict[str, dict]:
-    """Mean of Vertebrae and Mean of Spine per split from a stored summary: for lists of runs."""
-    table = summary.get("table2") if summary else None
-    if not table:
-        return {}
-    out = {}
-    for index, column in enumerate(table["columns"]):
-        rows = {row["key"]: row["cells"][index] for row in table["rows"]}
-        out[column["key"]] = {
-            "mean_of_vertebrae": rows[table2.MEAN_OF_VERTEBRAE],
-            "mean_of_spine": rows[table2.MEAN_OF_SPINE],
-        }
-    return out
-
-
-def run_document(run: EvaluationRun) -> dict:
-    """The whole run, every case included, with absolute file paths: the JSON file's content."""
-    cases = run.cases.all()
-    return {
-        **run_header(run),
-        "prediction_dir": run.prediction_dir,
-        "summary": run.summary,
-        "problems": [
-            {"case_id": c.case_id, "status": c.status, "error": c.error, "file": c.prediction_path}
-            for c in cases.problems()
-        ],
-        "unmatched_files": run.unmatched_files,
-        "cases": [
-            case_document(c, paths=True) for c in cases.evaluated().prefetch_related("labels")
-        ],
-    }
-
-
-def case_document(result: CaseResult, *, paths: bool = False) -> dict:
-    document = {
-        "case_id": result.case_id,
-        "split": result.split,
-        "source": result.source,
-        "anomaly": result.anomaly,
-        "status": result.status,
-        "mean_dice": result.mean_dice,
-        "mean_hd95_mm": result.mean_hd95_mm,
-        "mean_nsd": result.mean_nsd,
-        "spine_dice": result.spine_dice,
-        "spine_hd95_mm": result.spine_hd95_mm,
-        "level_errors": result.level_errors,
-        "messages": result.messages,
-        "labels": [label_document(value) for value in result.labels.all()],
-    }
-    if paths:
-        document["prediction"] = result.prediction_path
-        document["reference"] = result.reference_path
-    return document
-
-
-def label_document(value: LabelResult) -> dict:
-    return {
-        "label": value.label,
-        "name": value.name,
-        "dice": value.dice,
-        "hd95_mm": value.hd95_mm,
-        "assd_mm": value.assd_mm,
-        "nsd": value.nsd,
-        "ref_voxels": value.ref_voxels,
-        "pred_voxels": value.pred_voxels,
-        "predicted_as": value.predicted_name,
-        "off_by_one": value.off_by_one,
-    }
-
-
 # --- for the templates ---------------------------------------------------------------------------
 
 
@@ -228,11 +156,14 @@ def table_rows(table: dict, filters: dict[str, list[str]], *, skip_empty: bool =
         ):
             merged = {**filters, **{k: [v] for k, v in column["filters"].items()}}
             label = row["title"] if row["label"] is not None else None
+            far_dsc, far_hd95 = table2.differs(table2.Cell(**cell), published)
             cells.append(
                 {
                     **cell,
                     "column": column,
                     "published": published,
+                    "differs_dsc": far_dsc,
+                    "differs_hd95": far_hd95,
                     "query": query_string(merged, label=label),
                 }
             )
@@ -260,13 +191,31 @@ def plot_of(report: dict):
     )
 
 
+def resolution_of(report: dict):
+    """The resolution figure: each case's Mean of Vertebrae Dice against its slice spacing."""
+    return resolution_plot(
+        (p["case_id"], p["z_spacing_mm"], p["mean_dice"], p["source"]) for p in report["resolution"]
+    )
+
+
+def anomaly_plot_of(table: dict):
+    """Per vertebra, the mean Dice of each anomaly group, from the anomaly table."""
+    return group_plot(
+        (row["label"], column["key"], cell["dice"], cell["n"])
+        for row in table["rows"]
+        if row["label"] is not None
+        for column, cell in zip(table["columns"], row["cells"], strict=True)
+        if cell["dice"] is not None
+    )
+
+
 def case_rows(selection: Selection):
     """The case list of the cases page: with a label, that vertebra's row of each case (worst
     first, optionally only one kind of level error); without, each case's means."""
     if selection.label is None:
-        return selection.cases.evaluated().worst_first(), False
+        return selection.cases.scored().worst_first(), False
     labels = (
-        LabelResult.objects.filter(case_result__in=selection.cases.evaluated().values("pk"))
+        LabelResult.objects.filter(case_result__in=selection.cases.scored().values("pk"))
         .of_label(selection.label)
         .level_error(selection.level)
         .worst_first()
@@ -303,7 +252,7 @@ def run_page_context(run: EvaluationRun, selection: Selection) -> dict:
         "selection": selection,
         "filter_query": query_string(filters),
         "table2": summary["table2"],
-        "table2_rows": table_rows(summary["table2"], filters),
+        "table2_rows": table_rows(summary["table2"], filters, skip_empty=False),
         "table2_columns": table_columns(summary["table2"], filters),
         "by_source": [
             {
@@ -319,7 +268,12 @@ def run_page_context(run: EvaluationRun, selection: Selection) -> dict:
         "level_rows": level_rows(report, run.splits, filters),
         "split_titles": [table2.SPLIT_TITLES.get(s, s) for s in run.splits],
         "plot": plot_of(report),
+        "resolution": resolution_of(report),
+        "anomaly_plot": anomaly_plot_of(summary["anomalies"]),
         "worst": summary["worst_cases"],
-        "worst_cases": selection.cases.evaluated().worst_first()[:10],
+        "worst_cases": selection.cases.scored().worst_first()[:10],
         "choices": FILTER_CHOICES,
+        "missing": missing_phrase(run),
+        "dice_threshold": table2.DICE_THRESHOLD,
+        "hd95_threshold_mm": table2.HD95_THRESHOLD_MM,
     }

@@ -1,24 +1,24 @@
 """Writing an evaluation's results as files (pure: no Django): Table 2 as CSV, one row per case
-and vertebra as CSV, and everything as JSON. Each file is written to a temporary name in its
-folder and renamed into place, so a reader never sees half a file."""
+and vertebra as CSV, and everything as JSON. Each file is written atomically
+(``ctspine.atomic.write_atomic``), so a reader never sees half a file."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import re
 from collections.abc import Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 
+from ctspine.atomic import write_atomic
+from ctspine.metrics import LabelMetrics
 from evaluation.case_metrics import PairResult
 from evaluation.table2 import Table
 
-LABEL_COLUMNS = [
-    "case_id", "split", "source", "anomaly", "label", "name", "dice", "hd95_mm", "assd_mm",
-    "nsd", "ref_voxels", "pred_voxels", "predicted_as", "off_by_one",
-]  # fmt: skip
+CASE_COLUMNS = ["case_id", "split", "source", "anomaly"]
+LABEL_COLUMNS = CASE_COLUMNS + [f.name for f in fields(LabelMetrics)]
 
 
 def file_stem(run_id: int, name: str) -> str:
@@ -28,19 +28,21 @@ def file_stem(run_id: int, name: str) -> str:
 
 
 def table_csv(table: Table) -> str:
-    """One line per row of the table; per column DSC, HD95 (mm), cases averaged (n, n_hd95) and
-    the published DSC/HD95 where there is one."""
+    """One line per row of the table (the vertebrae, then Mean of Vertebrae, Mean of Spine, Mean
+    over cases, Pooled over vertebrae: ``table2.CONVENTIONS``); per column DSC, HD95 (mm),
+    values averaged (n, n_hd95), cases where the vertebra was not predicted (missed) and the
+    published DSC/HD95 where there is one."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = ["row"]
     for column in table.columns:
-        header += [f"{column.key} {part}" for part in ("dsc", "hd95_mm", "n", "n_hd95")]
+        header += [f"{column.key} {part}" for part in ("dsc", "hd95_mm", "n", "n_hd95", "missed")]
         header += [f"{column.key} paper dsc", f"{column.key} paper hd95_mm"]
     writer.writerow(header)
     for row in table.rows:
         line = [row.title]
         for cell, published in zip(row.cells, row.published, strict=True):
-            line += [_num(cell.dice), _num(cell.hd95_mm), cell.n, cell.n_hd95]
+            line += [_num(cell.dice), _num(cell.hd95_mm), cell.n, cell.n_hd95, cell.missed]
             line += list(published) if published else ["", ""]
         writer.writerow(line)
     return out.getvalue()
@@ -54,25 +56,19 @@ def labels_csv(results: Sequence[PairResult], cases: dict[str, dict]) -> str:
     for result in sorted(results, key=lambda r: r.case_id):
         about = cases[result.case_id]
         for row in result.labels:
-            writer.writerow(
-                {
-                    "case_id": result.case_id,
-                    "split": about["split"],
-                    "source": about["source"],
-                    "anomaly": about["anomaly"],
-                    "label": row.label,
-                    "name": row.name,
-                    "dice": _num(row.dice),
-                    "hd95_mm": _num(row.hd95_mm),
-                    "assd_mm": _num(row.assd_mm),
-                    "nsd": _num(row.nsd),
-                    "ref_voxels": row.ref_voxels,
-                    "pred_voxels": row.pred_voxels,
-                    "predicted_as": "" if row.predicted_as is None else row.predicted_as,
-                    "off_by_one": int(row.off_by_one),
-                }
-            )
+            line = {key: _cell(value) for key, value in asdict(row).items()}
+            line.update({key: about[key] for key in CASE_COLUMNS[1:]}, case_id=result.case_id)
+            writer.writerow(line)
     return out.getvalue()
+
+
+def _cell(value) -> str | int:
+    """A CSV cell: floats rounded to 6 decimals, booleans as 0/1, None as empty."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return _num(value)
+    return "" if value is None else value
 
 
 def _num(value: float | None) -> str:
@@ -82,9 +78,7 @@ def _num(value: float | None) -> str:
 def write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.part")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_atomic(path, text.encode("utf-8"))
     return path
 
 

@@ -7,13 +7,17 @@ page and in the printout (:data:`CONVENTIONS`):
 - a vertebra's cell averages its Dice over the cases where that vertebra is counted (in the
   ground truth, the prediction or both: ``ctspine.metrics``), and its HD95 over the cases
   where the HD95 is defined (the vertebra in both);
-- "Mean of Vertebrae" is the mean over cases of each case's own mean over its vertebrae (Dice
-  over the vertebrae counted, HD95 over those where defined);
-- "Mean of Spine" is the mean over cases of the metrics of the binary spine (all labels merged).
+- "Mean of Vertebrae" is the paper's: the plain mean of the per-vertebra rows (L6 included),
+  over the rows that have a value; the same for HD95 (averaging the paper's own rows gives its
+  summary rows to the printed precision);
+- "Mean of Spine" is the mean over cases of the metrics of the binary spine (all labels merged);
+- kept beside them under their own names: "Mean over cases" (the mean over cases of each case's
+  own mean over its vertebrae) and "Pooled over vertebrae" (the mean over every vertebra of
+  every case).
 
 Besides the split table: the same table by source sub-dataset (one per split), for the
 transitional-vertebra (anomaly) cases, the level errors per vertebra, the worst cases per
-vertebra, and the published numbers for reference (:data:`PUBLISHED`).
+vertebra, and the published numbers beside ours (``evaluation.published``).
 """
 
 from __future__ import annotations
@@ -23,44 +27,49 @@ from dataclasses import asdict, dataclass, field
 from statistics import fmean
 
 from ctspine.labels import LABELS, label_name
+from ctspine.metrics import LabelMetrics
+from evaluation.published import published_table
+
+# Beyond these, a cell of ours is marked as differing from the paper's.
+DICE_THRESHOLD = 0.05
+HD95_THRESHOLD_MM = 2.0
 
 CONVENTIONS: tuple[str, ...] = (
     "Per vertebra: Dice averaged over the cases where the vertebra is in the ground truth or "
-    "the prediction; HD95 over the cases where it is in both (otherwise HD95 is not defined).",
-    "Mean of Vertebrae: the mean over cases of each case's mean over its vertebrae.",
+    "the prediction; HD95 over the cases where it is in both (otherwise HD95 is not defined); "
+    "n = cases averaged for the Dice, then for the HD95 where fewer.",
+    "Mean of Vertebrae (as the paper): the plain mean of the per-vertebra rows above, L6 "
+    "included, over the rows with a value; n = rows averaged.",
     "Mean of Spine: the mean over cases of the binary spine (all vertebrae merged into one mask).",
+    "Mean over cases: the mean over cases of each case's own mean over its vertebrae.",
+    "Pooled over vertebrae: the mean over every vertebra of every case (n = vertebrae).",
     "HD95: 95th percentile of the pooled surface distances of both directions, in mm (medpy).",
+    "Paper: the nnU-Net baseline of the CTSpine1K paper (Table 2); ! marks a difference of more "
+    f"than {DICE_THRESHOLD} DSC or {HD95_THRESHOLD_MM} mm HD95.",
 )
 
 MEAN_OF_VERTEBRAE = "mean_of_vertebrae"
 MEAN_OF_SPINE = "mean_of_spine"
-SPLIT_TITLES = {"test_public": "Test_public", "test_private": "Test_private", "train": "Train"}
+MEAN_OF_CASES = "mean_of_cases"
+POOLED_MEAN = "pooled_mean"
+SUMMARY_ROWS = (
+    (MEAN_OF_VERTEBRAE, "Mean of Vertebrae"),
+    (MEAN_OF_SPINE, "Mean of Spine"),
+    (MEAN_OF_CASES, "Mean over cases"),
+    (POOLED_MEAN, "Pooled over vertebrae"),
+)
+SPLIT_TITLES = {
+    "test_public": "Test_public",
+    "test_private": "Test_private",
+    "test_verse": "Test_VerSe",
+    "train": "Train",
+}
 SOURCE_ORDER = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19", "VerSe")
 ANOMALY_COLUMNS = (
     ("lumbarization", "Lumbarization (L6)"),
     ("sacralization", "Sacralization"),
     ("none", "No anomaly"),
 )
-
-# Reference figures of the CTSpine1K paper (nnU-Net baseline, Table 2): (DSC, HD95 mm) of the
-# summary rows. The per-vertebra cells of the paper are not transcribed here.
-PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
-    "test_public": {MEAN_OF_VERTEBRAE: (0.869, 5.40), MEAN_OF_SPINE: (0.985, 1.0)},
-    "test_private": {MEAN_OF_VERTEBRAE: (0.840, 6.41), MEAN_OF_SPINE: (0.984, 1.0)},
-}
-
-
-@dataclass(frozen=True)
-class LabelValue:
-    """One vertebra of one case: Dice (fraction), HD95 in mm (None: not defined), voxels in the
-    ground truth, the predicted label covering most of it and whether that is a neighbour."""
-
-    label: int
-    dice: float
-    hd95_mm: float | None
-    ref_voxels: int = 1
-    predicted_as: int | None = None
-    off_by_one: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,18 +85,22 @@ class CaseRecord:
     mean_hd95_mm: float | None
     spine_dice: float | None
     spine_hd95_mm: float | None
-    labels: tuple[LabelValue, ...] = ()
+    labels: tuple[LabelMetrics, ...] = ()
+    z_spacing_mm: float | None = None  # slice spacing of the ground truth
 
 
 @dataclass(frozen=True)
 class Cell:
-    """A table cell: mean Dice over ``n`` cases, mean HD95 (mm) over ``n_hd95`` cases; None when
-    there is nothing to average."""
+    """A table cell: mean Dice over ``n`` values, mean HD95 (mm) over ``n_hd95`` values; None
+    when there is nothing to average. The values are cases for a vertebra row, rows for Mean of
+    Vertebrae, vertebrae for the pooled mean. ``missed``: cases where the vertebra is in the
+    ground truth and not predicted at all (Dice 0, no HD95)."""
 
     dice: float | None
     hd95_mm: float | None
     n: int
     n_hd95: int
+    missed: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,31 +145,57 @@ def _mean(values: list[float]) -> float | None:
 
 
 def summarize(records: Iterable[CaseRecord]) -> dict[str, Cell]:
-    """Cells of one column: one per vertebra name with any case, plus the two mean rows."""
+    """Cells of one column: one per vertebra name with any case, plus the summary rows."""
     records = list(records)
-    dice: dict[int, list[float]] = {}
-    hd95: dict[int, list[float]] = {}
+    values: dict[int, list[LabelMetrics]] = {}
     for record in records:
         for value in record.labels:
-            dice.setdefault(value.label, []).append(value.dice)
-            if value.hd95_mm is not None:
-                hd95.setdefault(value.label, []).append(value.hd95_mm)
-    cells = {
-        label_name(label): _cell(values, hd95.get(label, [])) for label, values in dice.items()
-    }
-    cells[MEAN_OF_VERTEBRAE] = _cell(
-        [r.mean_dice for r in records if r.mean_dice is not None],
-        [r.mean_hd95_mm for r in records if r.mean_hd95_mm is not None],
-    )
+            values.setdefault(value.label, []).append(value)
+    cells = {label_name(label): _vertebra_cell(rows) for label, rows in sorted(values.items())}
+    cells[MEAN_OF_VERTEBRAE] = mean_of_rows(cells.values())
     cells[MEAN_OF_SPINE] = _cell(
         [r.spine_dice for r in records if r.spine_dice is not None],
         [r.spine_hd95_mm for r in records if r.spine_hd95_mm is not None],
     )
+    cells[MEAN_OF_CASES] = _cell(
+        [r.mean_dice for r in records if r.mean_dice is not None],
+        [r.mean_hd95_mm for r in records if r.mean_hd95_mm is not None],
+    )
+    cells[POOLED_MEAN] = _vertebra_cell([v for rows in values.values() for v in rows])
     return cells
 
 
-def _cell(dice: list[float], hd95: list[float]) -> Cell:
-    return Cell(_mean(dice), _mean(hd95), len(dice), len(hd95))
+def mean_of_rows(rows: Iterable[Cell]) -> Cell:
+    """The paper's Mean of Vertebrae: the plain mean of the per-vertebra rows' Dice over the
+    rows with a Dice, and of their HD95 (mm) over the rows with an HD95."""
+    rows = list(rows)
+    return _cell(
+        [row.dice for row in rows if row.dice is not None],
+        [row.hd95_mm for row in rows if row.hd95_mm is not None],
+    )
+
+
+def _vertebra_cell(values: list[LabelMetrics]) -> Cell:
+    return _cell(
+        [v.dice for v in values],
+        [v.hd95_mm for v in values if v.hd95_mm is not None],
+        missed=sum(v.found == "missed" for v in values),
+    )
+
+
+def _cell(dice: list[float], hd95: list[float], *, missed: int = 0) -> Cell:
+    return Cell(_mean(dice), _mean(hd95), len(dice), len(hd95), missed)
+
+
+def differs(cell: Cell, published: tuple[float, float] | None) -> tuple[bool, bool]:
+    """Whether our (DSC, HD95) differ from the paper's by more than the thresholds."""
+    if not published:
+        return False, False
+    dsc, hd95 = published
+    return (
+        cell.dice is not None and abs(cell.dice - dsc) > DICE_THRESHOLD,
+        cell.hd95_mm is not None and abs(cell.hd95_mm - hd95) > HD95_THRESHOLD_MM,
+    )
 
 
 EMPTY = Cell(None, None, 0, 0)
@@ -180,8 +219,7 @@ def build_table(
         for (key, title_, filters, _), group in zip(columns, selected, strict=True)
     )
     rows = [(label.name, label.name, label.value) for label in LABELS] + [
-        (MEAN_OF_VERTEBRAE, "Mean of Vertebrae", None),
-        (MEAN_OF_SPINE, "Mean of Spine", None),
+        (key, title_, None) for key, title_ in SUMMARY_ROWS
     ]
     return Table(
         title=title,
@@ -209,7 +247,7 @@ def split_table(records: Sequence[CaseRecord], splits: Sequence[str]) -> Table:
             (split, SPLIT_TITLES.get(split, split), {"split": split}, _is_split(split))
             for split in splits
         ],
-        published=PUBLISHED,
+        published=published_table(),
     )
 
 
@@ -363,11 +401,21 @@ def _number(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _count(cell: Cell) -> str:
+    """``n``, or ``n/n_hd95`` where the HD95 averages fewer values than the Dice."""
+    return str(cell.n) if cell.n == cell.n_hd95 else f"{cell.n}/{cell.n_hd95}"
+
+
 def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
-    """The table as fixed-width text in the paper's layout: per column DSC, HD95 (mm) and the
-    number of cases averaged; published figures in brackets where the paper gives them."""
-    name_width = max(len("Mean of Vertebrae"), *(len(r.title) for r in table.rows)) + 1
-    width = 24
+    """The table as fixed-width text in the paper's layout: per column DSC, HD95 (mm), the
+    number of values averaged (Dice/HD95 where they differ) and the paper's DSC and HD95, with
+    ``!`` after a published number that ours differs from beyond the thresholds."""
+    name_width = max(len(r.title) for r in table.rows) + 1
+    published = any(any(row.published) for row in table.rows)
+    part = f"{'DSC':>6} {'HD95 mm':>8} {'n':>7}" + (
+        f" {'paper':>6}{'':1} {'HD95':>6}{'':1}" if published else ""
+    )
+    width = len(part) + 3
     lines = [table.title, ""]
     lines.append(
         (
@@ -375,27 +423,23 @@ def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
             + "".join(f"{c.title} ({c.cases} cases)".center(width) for c in table.columns)
         ).rstrip()
     )
-    lines.append(
-        (
-            "Vertebra".ljust(name_width)
-            + "".join(f"{'DSC':>7} {'HD95 mm':>8} {'n':>4}   " for _ in table.columns)
-        ).rstrip()
-    )
+    lines.append("Vertebra".ljust(name_width) + "".join(part + "   " for _ in table.columns))
+    lines[-1] = lines[-1].rstrip()
     for row in table.rows:
         if skip_empty_rows and row.label is not None and not any(c.n for c in row.cells):
             continue
-        if row.label is None:
+        if row.key == MEAN_OF_VERTEBRAE:
             lines.append("-" * (name_width + width * len(table.columns)))
         text = row.title.ljust(name_width)
-        for cell in row.cells:
-            text += f"{_number(cell.dice, 3):>7} {_number(cell.hd95_mm, 2):>8} {cell.n:>4}   "
+        for cell, paper in zip(row.cells, row.published or (None,) * len(row.cells), strict=True):
+            text += f"{_number(cell.dice, 3):>6} {_number(cell.hd95_mm, 2):>8} {_count(cell):>7}"
+            if published:
+                dsc, hd = paper if paper else (None, None)
+                far_dsc, far_hd = differs(cell, paper)
+                text += f" {_number(dsc, 3):>6}{'!' if far_dsc else ' '}"
+                text += f" {_number(hd, 2):>6}{'!' if far_hd else ' '}"
+            text += "   "
         lines.append(text.rstrip())
-        if any(row.published):
-            text = "  paper (nnU-Net)".ljust(name_width)
-            for published in row.published:
-                dsc, hd = published if published else (None, None)
-                text += f"{_number(dsc, 3):>7} {_number(hd, 2):>8} {'':>4}   "
-            lines.append(text.rstrip())
     lines.append("")
     lines += [f"* {note}" for note in table.notes]
     return "\n".join(lines)

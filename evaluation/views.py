@@ -10,7 +10,6 @@ from evaluation.models import EvaluationRun
 from evaluation.reports import (
     FILTER_CHOICES,
     case_rows,
-    headline,
     query_string,
     run_page_context,
     select_cases,
@@ -23,7 +22,7 @@ CASES_PER_PAGE = 100
 def run_list(request):
     if not dataset_visible_to(request.user):
         return redirect_to_login(request.get_full_path())
-    runs = [(run, headline(run.summary)) for run in EvaluationRun.objects.newest_first()]
+    runs = [(run, run.headline()) for run in EvaluationRun.objects.newest_first()]
     return render(request, "evaluation/run_list.html", {"runs": runs})
 
 

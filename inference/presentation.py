@@ -1,32 +1,26 @@
-"""What the job page shows beside the viewer: the per-vertebra metrics table, shaped from the
-job's stored comparison (``ctspine.metrics.Comparison.to_dict()``). No I/O.
+"""The per-vertebra metrics table shown beside the viewer, on the job page and on an evaluated
+case's page (one partial: ``inference/_metrics_table.html``). No I/O.
 
-Dice is shown in percent, distances in mm. Each vertebra row carries the RAS voxel of its
-centroid (the prediction's, or the ground truth's for a missed vertebra), so a click can put the
-viewer's crosshair there: the ``query`` is the viewer's own URL state (``ax``, ``co``, ``sa``).
+Rows are ``ctspine.metrics.LabelMetrics``, shown in the paper's units: Dice and NSD as
+fractions (3 decimals), distances in mm (2 decimals). On the job page each vertebra row carries
+the viewer query of its centroid (the prediction's, or the ground truth's for a missed
+vertebra), so a click can put the crosshair there: the viewer's own URL state (``ax``, ``co``,
+``sa``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from ctspine.metrics import CONVENTIONS
+from ctspine.metrics import CONVENTIONS, LabelMetrics, MeanMetrics
 
 
 @dataclass(frozen=True)
-class MetricRow:
-    """One row: a vertebra (``label`` 1-25), or a summary row (``label`` None)."""
+class VertebraRow:
+    """A vertebra's metrics and where the viewer shows it (``voxel``: RAS indices i, j, k)."""
 
-    name: str
-    label: int | None
-    dice_pct: float | None
-    hd95_mm: float | None
-    assd_mm: float | None
-    nsd_pct: float | None
-    ref_voxels: int | None = None
-    pred_voxels: int | None = None
-    found: str = ""  # "both", "missed" (ground truth only) or "extra" (prediction only)
+    metrics: LabelMetrics
     voxel: tuple[int, int, int] | None = None
 
     @property
@@ -39,24 +33,22 @@ class MetricRow:
 
 @dataclass(frozen=True)
 class MetricsTable:
-    vertebrae: list[MetricRow]
-    mean_of_vertebrae: MetricRow
-    spine: MetricRow | None
+    """``spine``: the binary whole spine (``LabelMetrics``; ASSD and NSD may be None where
+    they are not stored). ``callouts``: sentences summarising what went wrong; ``details``: the
+    per-vertebra level notes behind them."""
+
+    vertebrae: list[VertebraRow]
+    mean_of_vertebrae: MeanMetrics
+    spine: LabelMetrics | None
     callouts: list[str]
+    details: list[str] = field(default_factory=list)
     conventions: tuple[str, ...] = CONVENTIONS
     tolerance_mm: float = 2.0
 
 
-def _pct(value: float | None) -> float | None:
-    return None if value is None else round(100.0 * value, 2)
-
-
-def _mm(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
 def metrics_table(metrics: dict | None, centroids: dict | None) -> MetricsTable | None:
-    """The table for a job's stored metrics (None without ground truth)."""
+    """The table for a job's stored comparison (``Comparison.to_dict()``; None without ground
+    truth). ``centroids``: kind ("prediction", "reference") -> label -> {"voxel": [i, j, k]}."""
     if not metrics:
         return None
     centroids = centroids or {}
@@ -68,52 +60,21 @@ def metrics_table(metrics: dict | None, centroids: dict | None) -> MetricsTable 
                 return tuple(found["voxel"])
         return None
 
-    rows = []
-    for row in metrics["per_label"]:
-        found = "both"
-        if not row["pred_voxels"]:
-            found = "missed"
-        elif not row["ref_voxels"]:
-            found = "extra"
-        rows.append(
-            MetricRow(
-                name=row["name"],
-                label=row["label"],
-                dice_pct=_pct(row["dice"]),
-                hd95_mm=_mm(row["hd95_mm"]),
-                assd_mm=_mm(row["assd_mm"]),
-                nsd_pct=_pct(row["nsd"]),
-                ref_voxels=row["ref_voxels"],
-                pred_voxels=row["pred_voxels"],
-                found=found,
-                voxel=voxel_of(row["label"]),
-            )
-        )
-    mean = metrics["mean_of_vertebrae"]
+    rows = [
+        VertebraRow(LabelMetrics.from_dict(row), voxel_of(row["label"]))
+        for row in metrics["per_label"]
+    ]
     spine = metrics.get("spine")
-    callouts = [*metrics["counts"]["callouts"], *(e["message"] for e in metrics["level_errors"])]
     return MetricsTable(
         vertebrae=rows,
-        mean_of_vertebrae=MetricRow(
-            name="Mean of Vertebrae",
-            label=None,
-            dice_pct=_pct(mean["dice"]),
-            hd95_mm=_mm(mean["hd95_mm"]),
-            assd_mm=_mm(mean["assd_mm"]),
-            nsd_pct=_pct(mean["nsd"]),
+        mean_of_vertebrae=MeanMetrics(**metrics["mean_of_vertebrae"]),
+        spine=None if spine is None else LabelMetrics.from_dict(spine),
+        callouts=list(
+            metrics.get("level_summary")
+            or [*metrics["counts"]["callouts"], *(e["message"] for e in metrics["level_errors"])]
         ),
-        spine=None
-        if spine is None
-        else MetricRow(
-            name="Mean of Spine",
-            label=None,
-            dice_pct=_pct(spine["dice"]),
-            hd95_mm=_mm(spine["hd95_mm"]),
-            assd_mm=_mm(spine["assd_mm"]),
-            nsd_pct=_pct(spine["nsd"]),
-            ref_voxels=spine["ref_voxels"],
-            pred_voxels=spine["pred_voxels"],
-        ),
-        callouts=callouts,
+        details=[e["message"] for e in metrics["level_errors"]]
+        if metrics.get("level_summary")
+        else [],
         tolerance_mm=metrics.get("tolerance_mm", 2.0),
     )

@@ -438,3 +438,57 @@ def test_agrees_with_medpy_on_real_vertebra_labels(name):
             medpy_binary.assd(pred, ref, voxelspacing=spacing), abs=1e-6
         )
     assert result.level_errors == [] and result.counts.callouts == ()
+
+
+def two_cubes(shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two 7-voxel cubes ``shift`` voxels apart along the third axis."""
+    reference = np.zeros((11, 11, 13), np.uint8)
+    prediction = reference.copy()
+    reference[2:9, 2:9, 1:8] = 1
+    prediction[2:9, 2:9, 1 + shift : 8 + shift] = 1
+    return reference, prediction
+
+
+def test_nsd_is_robust_to_float32_spacing_noise():
+    # The spacing of a 1 mm axis read from a rotated float32 affine: 1.0000000224 mm. Every
+    # surface distance of the two cubes is at most 2 voxels, so NSD at 2 mm is 1 for both.
+    reference, prediction = two_cubes(2)
+    exact = metrics.nsd(reference=reference, prediction=prediction, spacing_mm=(1, 1, 1))
+    noisy = metrics.nsd(reference=reference, prediction=prediction, spacing_mm=(1, 1, 1.0000000224))
+    assert exact == noisy == 1.0
+    # A real difference still counts: at 1.01 mm the 2-voxel distances are 2.02 mm > 2 mm.
+    assert metrics.nsd(reference=reference, prediction=prediction, spacing_mm=(1, 1, 1.01)) < 0.8
+
+
+def test_level_errors_summarised_per_case():
+    reference = stacked_vertebrae(list(range(13, 25)), height=2)  # T6-L5
+    prediction = np.where(reference >= 17, reference + 1, reference).astype(np.uint8)
+    prediction[reference == 13] = 0  # T6 not predicted
+    result = compare_labels(reference=reference, prediction=prediction, spacing_mm=ANISOTROPIC)
+    assert result.level_summary == (
+        "T10–L5 labelled one level too low (8 vertebrae)",
+        "T6 not found",
+        "L6 only in prediction",
+    )
+    assert len(result.level_errors) == 8  # the per-vertebra detail stays
+
+
+def test_level_summary_of_a_case_labelled_too_high_and_a_single_vertebra():
+    reference = stacked_vertebrae([20, 21, 22, 23, 24])
+    prediction = np.where(reference >= 22, reference - 2, reference).astype(np.uint8)
+    prediction[reference == 20] = 19  # L1 -> T12
+    result = compare_labels(reference=reference, prediction=prediction, spacing_mm=ANISOTROPIC)
+    assert result.level_summary == (
+        "L1 labelled one level too high",
+        "L3–L5 labelled two levels too high (3 vertebrae)",
+        "T12 only in prediction",
+    )
+
+
+def test_per_label_rows_carry_the_level_check():
+    reference = stacked_vertebrae([20, 21, 22, 23, 24])
+    prediction = np.where(reference > 0, reference + 1, 0).astype(np.uint8)
+    result = compare_labels(reference=reference, prediction=prediction, spacing_mm=ANISOTROPIC)
+    l1, l6 = result.label(20), result.label(25)
+    assert (l1.predicted_as, l1.off_by_one, l1.found) == (21, True, "missed")
+    assert (l6.predicted_as, l6.off_by_one, l6.found) == (None, False, "extra")

@@ -41,6 +41,9 @@ FILE_NAMES = {
 EVALUATED = [
     case_id for case_id, what in PLAN.items() if not what.startswith(("no ", "grid", "unread"))
 ]
+# Without --skip-missing, the case without a prediction is scored as an empty prediction.
+MISSING_CASE = "1.3.6.1.4.1.9328.50.4.0663"
+SCORED = [*EVALUATED, MISSING_CASE]
 SHIFT_SLICES = 2
 
 
@@ -108,6 +111,14 @@ def make_predictions(phantom_root: Path, folder: Path) -> PredictionFolder:
         pred = _perturb(case_id, label)
         affine = truth.affine
         if what.startswith("no "):
+            # Scored as an empty prediction: Dice 0 for each vertebra, no HD95 anywhere.
+            labels = sorted(set(np.unique(label)) - {0})
+            expected.dice[case_id] = {int(v): 0.0 for v in labels}
+            expected.hd95_defined[case_id] = set()
+            expected.mean_dice[case_id] = 0.0
+            expected.spine_dice[case_id] = 0.0
+            expected.spacing[case_id] = truth.spacing
+            expected.split[case_id] = spec.split
             continue
         name = FILE_NAMES.get(case_id, "{}.nii.gz").format(case_id)
         if what.startswith("grid"):

@@ -46,3 +46,13 @@ def test_cases_outside_the_run_or_not_evaluated(client, evaluated_run):
     missing = CaseResult.objects.filter(run=run).exclude(status=OK).first()
     response = client.get(f"/api/evaluations/{run.pk}/cases/{missing.case_id}/volume/")
     assert response.status_code == 409 and "not evaluated" in response.json()["error"]
+
+
+def test_evaluated_case_page_uses_the_job_pages_metrics_table(client, evaluated_run):
+    run = evaluated_run.run
+    html = client.get(f"/evaluations/{run.pk}/cases/{LUMBARIZED}/").content.decode()
+    assert 'id="metrics-table"' in html and "Mean of Vertebrae" in html
+    # L6 labelled L5: Dice 0 as a fraction with three decimals, mostly predicted as L5.
+    l6 = html[html.index('<tr data-label="25"') :]
+    l6 = l6[: l6.index("</tr>")]
+    assert "<td>0.000</td>" in l6 and "L5 (off by one)" in l6 and "found-missed" in l6

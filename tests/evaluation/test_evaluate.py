@@ -12,8 +12,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
-from evaluation.table2 import MEAN_OF_SPINE, MEAN_OF_VERTEBRAE
-from tests.evaluation.conftest import EVALUATED, SHIFT_SLICES, run_evaluate
+from evaluation.table2 import MEAN_OF_CASES, MEAN_OF_SPINE, MEAN_OF_VERTEBRAE
+from tests.evaluation.conftest import EVALUATED, SCORED, SHIFT_SLICES, run_evaluate
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +26,7 @@ def _labels(run, case_id) -> dict[int, LabelResult]:
 
 def test_stores_the_expected_numbers_per_case_and_label(evaluated_run, prediction_folder):
     run, expected = evaluated_run.run, prediction_folder.expected
-    assert run.status == EvaluationRun.DONE, run.error
+    assert run.status == EvaluationRun.Status.DONE, run.error
     assert (run.cases_expected, run.cases_evaluated) == (12, len(EVALUATED)) == (12, 9)
     for case_id in EVALUATED:
         result = CaseResult.objects.get(run=run, case_id=case_id)
@@ -107,33 +107,51 @@ def test_table2_averages_per_split_and_prints_in_the_paper_layout(evaluated_run,
     assert [c["key"] for c in table["columns"]] == ["test_public", "test_private"]
     rows = {row["key"]: row for row in table["rows"]}
     for index, split in enumerate(("test_public", "test_private")):
-        cases = [c for c in EVALUATED if expected.split[c] == split]
+        cases = [c for c in SCORED if expected.split[c] == split]
+        row_means = []
         for key, row in rows.items():
             cell = row["cells"][index]
-            if key == MEAN_OF_VERTEBRAE:
-                values = [expected.mean_dice[c] for c in cases]
-            elif key == MEAN_OF_SPINE:
-                values = [expected.spine_dice[c] for c in cases]
-            else:
-                values = [
-                    expected.dice[c][row["label"]]
-                    for c in cases
-                    if row["label"] in expected.dice[c]
-                ]
+            if row["label"] is None:
+                continue
+            values = [
+                expected.dice[c][row["label"]] for c in cases if row["label"] in expected.dice[c]
+            ]
             assert cell["n"] == len(values), (split, key)
             assert cell["dice"] == (pytest.approx(fmean(values)) if values else None), (split, key)
-    # L6 of test_public: the lumbarization case only, Dice 0, no HD95.
-    assert rows["L6"]["cells"][0] == {"dice": 0.0, "hd95_mm": None, "n": 1, "n_hd95": 0}
+            if values:
+                row_means.append(fmean(values))
+        # The paper's rule: the plain mean of the vertebra rows; the case-wise mean kept apart.
+        assert rows[MEAN_OF_VERTEBRAE]["cells"][index]["dice"] == pytest.approx(fmean(row_means))
+        assert rows[MEAN_OF_VERTEBRAE]["cells"][index]["n"] == len(row_means)
+        by_case = rows[MEAN_OF_CASES]["cells"][index]
+        assert by_case["dice"] == pytest.approx(fmean(expected.mean_dice[c] for c in cases))
+        spine = rows[MEAN_OF_SPINE]["cells"][index]
+        assert spine["dice"] == pytest.approx(fmean(expected.spine_dice[c] for c in cases))
+    # L6 of test_public: the lumbarization case only, Dice 0, no HD95, L5 covers it.
+    assert rows["L6"]["cells"][0] == {
+        "dice": 0.0,
+        "hd95_mm": None,
+        "n": 1,
+        "n_hd95": 0,
+        "missed": 1,
+    }
+    # The case without a prediction: each of its vertebrae missed; Dice and HD95 counts differ.
+    t10 = rows["T10"]["cells"][0]
+    assert (t10["n"], t10["n_hd95"], t10["missed"]) == (5, 4, 1)
     assert rows[MEAN_OF_VERTEBRAE]["published"] == [[0.869, 5.40], [0.840, 6.41]]
+    assert rows["L5"]["published"] == [[0.969, 1.49], [0.943, 2.45]]
     printout = evaluated_run.stdout
     assert "Table 2: DSC and HD95 (mm) per vertebra" in printout
-    public_mean = fmean(
-        expected.mean_dice[c] for c in EVALUATED if expected.split[c] == "test_public"
-    )
+    public_mean = rows[MEAN_OF_VERTEBRAE]["cells"][0]["dice"]
     line = next(line for line in printout.splitlines() if line.startswith("Mean of Vertebrae"))
     assert line.split()[3] == f"{public_mean:.3f}"
-    assert re.search(r"paper \(nnU-Net\) +0\.869 +5\.40 +0\.840 +6\.41", printout)
-    assert "Mean of Vertebrae: the mean over cases" in printout
+    assert re.search(r" 0\.869!? +5\.40!? ", line) and re.search(r" 0\.840!? +6\.41!?", line)
+    # Every vertebra row carries the paper's numbers, C1 included.
+    c1 = next(line for line in printout.splitlines() if line.startswith("C1 "))
+    assert "0.951" in c1 and "0.957" in c1
+    assert "Mean of Vertebrae (as the paper): the plain mean of the per-vertebra rows" in printout
+    assert "1 without prediction (scored as empty predictions" in printout
+    assert "  HN_P023: C3 labelled one level too low; C4 labelled one level too high" in printout
 
 
 def test_writes_csv_and_json_beside_the_printout(evaluated_run):
@@ -142,16 +160,27 @@ def test_writes_csv_and_json_beside_the_printout(evaluated_run):
         table = list(csv.DictReader(handle))
     mean = next(row for row in table if row["row"] == "Mean of Vertebrae")
     assert float(mean["test_public dsc"]) == pytest.approx(
-        run.summary["table2"]["rows"][-2]["cells"][0]["dice"], abs=1e-6
+        next(r for r in run.summary["table2"]["rows"] if r["key"] == MEAN_OF_VERTEBRAE)["cells"][0][
+            "dice"
+        ],
+        abs=1e-6,
     )
     assert mean["test_public paper dsc"] == "0.869"
+    rows = {row["row"]: row for row in table}
+    assert {"Mean over cases", "Pooled over vertebrae"} <= set(rows)
+    assert (rows["T10"]["test_public n_hd95"], rows["T10"]["test_public missed"]) == ("4", "1")
+    assert rows["C1"]["test_private paper dsc"] == "0.957"
     with open(run.labels_csv_path) as handle:
         labels = list(csv.DictReader(handle))
     assert len(labels) == LabelResult.objects.filter(run=run).count()
     document = json.loads(open(run.json_path).read())
     assert document["status"] == "done" and document["counts"]["evaluated"] == 9
-    assert {c["case_id"] for c in document["cases"]} == set(EVALUATED)
-    assert all(c["prediction"].startswith("/") for c in document["cases"])
+    assert document["counts"]["missing"] == 1 and document["counts"]["missing_scored"] is True
+    assert {c["case_id"] for c in document["cases"]} == set(SCORED)
+    assert all(c["reference"].startswith("/") for c in document["cases"])
+    missing = next(c for c in document["cases"] if c["case_id"] not in EVALUATED)
+    assert missing["status"] == "missing" and missing["prediction"] == ""
+    assert {label["dice"] for label in missing["labels"]} == {0.0}
 
 
 def test_parallel_workers_give_the_same_rows(ingested_phantom, prediction_folder, tmp_path):

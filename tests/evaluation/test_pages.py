@@ -18,7 +18,8 @@ def test_run_list_links_each_run(client, evaluated_run):
     assert response.status_code == 200
     html = response.content.decode()
     assert f'href="/evaluations/{run.pk}/"' in html and "perturbed" in html
-    assert "test_public 0.886" in html  # Mean of Vertebrae of the run's test_public column
+    mean = run.headline()["test_public"]["mean_of_vertebrae"]["dice"]
+    assert f"test_public {mean:.3f}" in html  # Mean of Vertebrae of the run's test_public column
 
 
 def test_empty_run_list(client, db):
@@ -40,9 +41,16 @@ def test_run_page_shows_table2_with_the_paper_beside_ours(client, evaluated_run)
         "problems",
     ):
         assert f'id="{section}"' in html, section
-    assert '<td class="num paper">0.869</td><td class="num paper">5.40</td>' in html
-    assert '<td class="num paper">0.840</td><td class="num paper">6.41</td>' in html
-    assert "Mean of Vertebrae: the mean over cases" in html
+    mean = html[html.index('<tr data-row="mean_of_vertebrae"') :]
+    mean = mean[: mean.index("</tr>")]
+    assert re.search(r'class="num paper( differs)?"[^>]*>0\.869</td>', mean)
+    assert re.search(r'class="num paper( differs)?"[^>]*>6\.41</td>', mean)
+    # The paper's per-vertebra numbers too, C1 of Test_public and Test_private.
+    c1 = html[html.index('<tr data-row="C1"') :]
+    assert ">0.951</td>" in c1[: c1.index("</tr>")] and ">0.957</td>" in c1[: c1.index("</tr>")]
+    assert "Mean of Vertebrae (as the paper): the plain mean of the per-vertebra rows" in html
+    assert "Mean over cases: the mean over cases of each case" in html
+    assert "1 without prediction (scored as empty predictions" in html
     # Every number leads to its cases: the L6 cell of Test_public lists the cases with an L6.
     assert f'href="/evaluations/{run.pk}/cases/?split=test_public&amp;label=L6"' in html
     assert "MSD-T10" in html and "Lumbarization (L6)" in html
@@ -90,7 +98,7 @@ def test_browse_filters_restrict_a_run_to_the_lumbarization_cases(client, evalua
     api = client.get(f"/api/evaluations/{run.pk}/", {"anomaly": "lumbarization"}).json()
     table = api["summary"]["table2"]
     l6 = next(row for row in table["rows"] if row["key"] == "L6")
-    assert l6["cells"][0] == {"dice": 0.0, "hd95_mm": None, "n": 1, "n_hd95": 0}
+    assert l6["cells"][0] == {"dice": 0.0, "hd95_mm": None, "n": 1, "n_hd95": 0, "missed": 1}
     assert api["summary"]["cases"] == 1 and api["filters"] == {"anomaly": ["lumbarization"]}
 
 
@@ -108,22 +116,27 @@ def test_case_list_sorted_worst_first_and_paginated_by_label(client, evaluated_r
     run = evaluated_run.run
     response = client.get(f"/evaluations/{run.pk}/cases/")
     rows = re.findall(r'<tr data-case="([^"]+)"', response.content.decode())
-    assert len(rows) == 9 and rows[0] == "HN_P023"  # C3/C4 swapped: the lowest mean Dice
+    # The case without prediction (scored as empty, Dice 0) first, then C3/C4 swapped.
+    assert len(rows) == 10 and rows[:2] == ["1.3.6.1.4.1.9328.50.4.0663", "HN_P023"]
     by_label = client.get(f"/evaluations/{run.pk}/cases/", {"label": "L5"}).content.decode()
     assert "L5 in the cases of perturbed" in by_label
-    assert re.findall(r'<tr data-case="([^"]+)"', by_label)[0] == "liver_165"  # L5 labelled L6
+    # Dice 0 for L5: labelled L6 in liver_165, not predicted in the case without prediction.
+    worst = re.findall(r'<tr data-case="([^"]+)"', by_label)[:2]
+    assert sorted(worst) == ["1.3.6.1.4.1.9328.50.4.0663", "liver_165"]
 
 
 def test_api_returns_the_same_data_as_the_page(client, evaluated_run):
     run = evaluated_run.run
     runs = client.get("/api/evaluations/").json()
     assert [r["id"] for r in runs] == [run.pk]
-    assert runs[0]["headline"]["test_public"]["mean_of_vertebrae"]["n"] == 5
+    rows = [r for r in run.summary["table2"]["rows"] if r["label"] and r["cells"][0]["n"]]
+    assert runs[0]["headline"]["test_public"]["mean_of_vertebrae"]["n"] == len(rows)
     data = client.get(f"/api/evaluations/{run.pk}/").json()
     assert data["counts"] == {
         "expected": 12,
         "evaluated": 9,
         "missing": 1,
+        "missing_scored": True,
         "failed": 2,
         "unmatched_files": 2,
     }
@@ -167,3 +180,22 @@ def test_login_only_dataset_hides_runs(client, evaluated_run, settings):
     run = evaluated_run.run
     assert client.get(f"/evaluations/{run.pk}/").status_code == 302
     assert client.get("/api/evaluations/").status_code in (401, 403)
+
+
+def test_run_page_draws_the_resolution_and_anomaly_figures(client, evaluated_run):
+    run = evaluated_run.run
+    html = client.get(f"/evaluations/{run.pk}/").content.decode()
+    figure = html[html.index('id="resolution-plot"') :]
+    figure = figure[: figure.index("</svg>")]
+    scored = run.cases.scored()
+    assert figure.count('<circle class="dot"') == scored.count()
+    for result in scored:
+        assert f"{result.case_id}: Dice {result.mean_dice:.3f} at {result.z_spacing_mm:.2f} mm" in (
+            figure
+        )
+    assert "MSD-T10" in figure and "slice spacing z (mm)" in figure
+    groups = html[html.index('id="anomaly-plot"') :]
+    groups = groups[: groups.index("</svg>")]
+    assert "L6, lumbarization: mean Dice 0.000 over 1 case" in groups
+    data = client.get(f"/api/evaluations/{run.pk}/").json()
+    assert len(data["resolution"]) == scored.count()

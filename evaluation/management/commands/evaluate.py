@@ -1,10 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 from tqdm import tqdm
 
 from evaluation import table2
 from evaluation.case_metrics import MISSING
 from evaluation.evaluate import EvaluationError, run_evaluation
 from evaluation.models import EVALUATED_SPLITS
+from evaluation.reports import missing_phrase
 
 
 class Command(BaseCommand):
@@ -27,8 +29,28 @@ class Command(BaseCommand):
         parser.add_argument(
             "--out", help="folder for the CSV and JSON files (default: the prediction folder)"
         )
+        parser.add_argument(
+            "--skip-missing",
+            action="store_true",
+            help="leave cases without a prediction out of the tables (default: score them as "
+            "empty predictions, Dice 0 for each of their vertebrae)",
+        )
+        parser.add_argument(
+            "--reference",
+            metavar="GT_DIR",
+            help="score against this folder of ground-truth label maps instead of the catalog "
+            "(e.g. label/Verse/ of a CTSpine1K download)",
+        )
+        parser.add_argument(
+            "--set-name",
+            default="Test_VerSe",
+            help="name of the --reference set (default Test_VerSe: VerSe labels, 25 = L6, "
+            "28 = T13 and 26 = sacrum set aside)",
+        )
 
     def handle(self, *args, prediction_dir, split, name, workers, tolerance_mm, out, **options):
+        if options["reference"] is None and options["set_name"] != "Test_VerSe":
+            raise CommandError("--set-name names a --reference folder; give --reference GT_DIR")
         quiet = options.get("verbosity", 1) == 0
 
         def progress(items, total):
@@ -46,6 +68,9 @@ class Command(BaseCommand):
                 tolerance_mm=tolerance_mm,
                 out_dir=out,
                 progress=progress,
+                skip_missing=options["skip_missing"],
+                reference_dir=options["reference"],
+                set_name=options["set_name"],
             )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from exc
@@ -55,7 +80,8 @@ class Command(BaseCommand):
         # Problems go to stderr even when quiet: they are what a script needs to notice.
         for result in run.cases.problems():
             if result.status == MISSING:
-                self.stderr.write(f"{result.case_id}: no prediction")
+                scored = " (scored as an empty prediction)" if result.scored else ""
+                self.stderr.write(f"{result.case_id}: no prediction{scored}")
             else:
                 self.stderr.write(
                     f"{result.case_id}: {result.get_status_display()}: {result.error}"
@@ -66,16 +92,22 @@ class Command(BaseCommand):
             self.stderr.write(run.error)
         if quiet:
             return
-        records = run.cases.evaluated().as_records()
-        self.stdout.write(table2.format_table(table2.split_table(records, run.splits)))
+        table = table2.split_table(run.cases.as_records(), run.splits)
+        self.stdout.write(table2.format_table(table, skip_empty_rows=False))
         self.stdout.write("")
+        notes = run.cases.scored().exclude(level_summary=[]).order_by("case_id")
+        if notes:
+            self.stdout.write("Level errors per case (per-vertebra detail on the run page):")
+            for result in notes:
+                self.stdout.write(f"  {result.case_id}: {'; '.join(result.level_summary)}")
+            self.stdout.write("")
         self.stdout.write(
             f"run {run.pk} '{run.name}': {run.cases_evaluated} of {run.cases_expected} cases "
-            f"evaluated, {run.cases_missing} without prediction, {run.cases_failed} with a "
+            f"evaluated, {missing_phrase(run)}, {run.cases_failed} with a "
             f"grid mismatch or unreadable file, {len(run.unmatched_files)} files not used "
             f"({run.seconds:.1f} s, {run.workers} worker{'s' if run.workers > 1 else ''})"
         )
         for path in (run.table_csv_path, run.labels_csv_path, run.json_path):
             if path:
                 self.stdout.write(f"wrote {path}")
-        self.stdout.write(f"see /evaluations/{run.pk}/")
+        self.stdout.write(f"see {reverse('evaluation:run', args=[run.pk])}")

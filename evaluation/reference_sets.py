@@ -1,0 +1,102 @@
+"""Ground truth from a folder of label maps that are not in the catalog, such as Test_VerSe.
+
+VerSe's labels (the convention of ``label/Verse/`` in a CTSpine1K download): 1-24 are C1-L5 as
+in CTSpine1K, 25 is L6; 28 (T13) and 26 (sacrum) have no CTSpine1K label, so they are set aside
+(treated as background) and reported, never scored as C1-L6. Any other value is an error.
+Label maps are read as RAS+ like every other volume (``ctspine.imaging.volume_io``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ctspine.imaging.volume_io import (
+    Volume,
+    VolumeError,
+    decode_nifti,
+    read_bytes,
+    read_volume,
+    spacing_of,
+    to_ras,
+    validate_labels,
+)
+from evaluation.prediction_files import candidate_ids, strip_ending
+
+VERSE = "verse"
+CONVENTIONS = ("ctspine", VERSE)
+# VerSe labels without a CTSpine1K counterpart: value -> what it is.
+SET_ASIDE = {26: "sacrum", 28: "T13"}
+VERSE_SET = "test_verse"
+
+
+def set_key(name: str) -> str:
+    """The key of a reference set from its name: ``Test_VerSe`` -> ``test_verse``."""
+    key = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not key:
+        raise ValueError(f"a set name needs letters or digits, not {name!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A ground-truth label map read in a convention; ``set_aside``: what was set aside, such
+    as "T13 (28) set aside: 5120 voxels"."""
+
+    volume: Volume
+    set_aside: tuple[str, ...] = ()
+
+
+def read_reference(path: str | os.PathLike, *, convention: str = "ctspine") -> Reference:
+    """Read a ground-truth label map as RAS+ uint8 labels 0-25. Raises VolumeError for a bad
+    file or (VerSe) a label value that is neither 0-25 nor set aside."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
+    if convention != VERSE:
+        return Reference(read_volume(path, kind="label"))
+    # As read_volume(kind="label"), with VerSe's extra labels set aside before validation.
+    path = Path(path)
+    data, affine, header = decode_nifti(read_bytes(path), path=path)
+    notes = []
+    for value, what in SET_ASIDE.items():
+        voxels = int(np.count_nonzero(data == value))
+        if voxels:
+            notes.append(f"{what} ({value}) set aside: {voxels} voxels")
+            data = np.where(data == value, 0, data)
+    original_shape = data.shape
+    axcodes = "".join(nib.aff2axcodes(affine))
+    labels = validate_labels(data, path=path)
+    labels, ras_affine = to_ras(labels, affine=affine, header=header)
+    volume = Volume(
+        data=labels,
+        affine=ras_affine,
+        spacing=spacing_of(ras_affine),
+        original_axcodes=axcodes,
+        original_shape=original_shape,
+    )
+    return Reference(volume, tuple(notes))
+
+
+def reference_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """Case id -> label map of a reference folder: ``X.nii.gz``, ``X_seg.nii.gz`` (as VerSe
+    names them in a CTSpine1K download) or ``.nii``. Raises FileNotFoundError /
+    NotADirectoryError for a bad folder, VolumeError when it holds no label map."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        if not folder.exists():
+            raise FileNotFoundError(f"reference folder {folder} does not exist")
+        raise NotADirectoryError(f"{folder} is not a folder")
+    files: dict[str, Path] = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        stem = strip_ending(entry.name) if entry.is_file() else None
+        if stem is not None:
+            # The shortest candidate: "X_seg" names the case X.
+            files.setdefault(candidate_ids(stem)[-1], Path(entry.path).absolute())
+    if not files:
+        raise VolumeError(f"reference folder {folder} holds no .nii or .nii.gz label map")
+    return files
