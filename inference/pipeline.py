@@ -2,9 +2,11 @@
 ground truth. Pure Python, no Django: a task calls it with paths and a loaded predictor, a
 benchmark calls it the same way.
 
-Arrays are handled in RAS+ order (``ctspine.imaging.volume_io``); the prediction is written back in
-the image file's own stored orientation, so it overlays the uploaded file voxel for voxel in any
-tool. Distances are in mm, centroids in RAS+ world mm, timings in seconds.
+Arrays are handled in RAS+ order (``ctspine.imaging.volume_io``), except the network's input and
+output, which are in the voxel order the model's nnU-Net reader would give it (the file's stored
+order for SimpleITKIO/NibabelIO models, RAS+ for NibabelIOWithReorient ones); the prediction is
+written back in the image file's own stored orientation, so it overlays the uploaded file voxel
+for voxel in any tool. Distances are in mm, centroids in RAS+ world mm, timings in seconds.
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ from typing import Protocol
 
 import nibabel as nib
 import numpy as np
-from nibabel import orientations
 
 from ctspine.imaging.label_stats import summarize_labels
-from ctspine.imaging.volume_io import Volume, check_same_grid, read_volume
+from ctspine.imaging.volume_io import (
+    Volume,
+    check_same_grid,
+    from_stored_order,
+    read_volume,
+    stored_affine,
+    stored_spacing,
+    to_stored_order,
+)
 from ctspine.metrics import compare_labels
 
 PREDICTION_FILE = "prediction.nii.gz"
@@ -35,7 +44,14 @@ class Cancelled(Exception):
 
 
 class Predictor(Protocol):
-    """What :func:`segment` needs of a model: :class:`inference.predictor.VertebraPredictor`."""
+    """What :func:`segment` needs of a model: :class:`inference.predictor.VertebraPredictor`.
+
+    ``sees_stored_orientation``: the model was trained on files read as stored (nnU-Net's
+    SimpleITKIO and NibabelIO), so it is given each scan in its file's voxel order, as nnU-Net
+    itself would; otherwise (NibabelIOWithReorient) in RAS+ order.
+    """
+
+    sees_stored_orientation: bool
 
     def predict_result(self, *, image, spacing_mm, progress=None): ...
 
@@ -83,9 +99,18 @@ def segment(
         progress(_READ_DONE + (_PREDICT_DONE - _READ_DONE) * fraction, "predicting")
 
     progress(_READ_DONE, "predicting")
-    result = predictor.predict_result(
-        image=image.data, spacing_mm=image.spacing, progress=network_progress
-    )
+    if predictor.sees_stored_orientation:
+        result = predictor.predict_result(
+            image=to_stored_order(image.data, like=image),
+            spacing_mm=stored_spacing(image),
+            progress=network_progress,
+        )
+        labels = from_stored_order(result.labels, like=image)
+    else:
+        result = predictor.predict_result(
+            image=image.data, spacing_mm=image.spacing, progress=network_progress
+        )
+        labels = result.labels
     timings.update(
         predict_s=result.timings.total_s,
         preprocess_s=result.timings.preprocess_s,
@@ -98,8 +123,8 @@ def segment(
     mark = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
     prediction_path = output_dir / PREDICTION_FILE
-    write_labels(labels=result.labels, like=image, path=prediction_path)
-    summary = summarize_labels(result.labels, image.affine)
+    write_labels(labels=labels, like=image, path=prediction_path)
+    summary = summarize_labels(labels, image.affine)
     centroids = {"prediction": _centroids(summary, image)}
     timings["write_s"] = time.perf_counter() - mark
     check_cancel()
@@ -116,7 +141,7 @@ def segment(
             label_affine=reference.affine,
         )
         comparison = compare_labels(
-            reference=reference.data, prediction=result.labels, spacing_mm=image.spacing
+            reference=reference.data, prediction=labels, spacing_mm=image.spacing
         ).to_dict()
         centroids["reference"] = _centroids(summarize_labels(reference.data, image.affine), image)
         timings["metrics_s"] = time.perf_counter() - mark
@@ -154,10 +179,8 @@ def write_labels(*, labels: np.ndarray, like: Volume, path: Path) -> None:
     Written to a ``.part`` file beside ``path``, fsynced, then renamed over ``path``: readers see
     the old file or the new one, never half of one.
     """
-    stored = orientations.axcodes2ornt(tuple(like.original_axcodes))
-    transform = orientations.ornt_transform(orientations.axcodes2ornt(("R", "A", "S")), stored)
-    data = orientations.apply_orientation(np.asarray(labels, dtype=np.uint8), transform)
-    affine = like.affine @ orientations.inv_ornt_aff(transform, labels.shape)
+    data = to_stored_order(np.asarray(labels, dtype=np.uint8), like=like)
+    affine = stored_affine(like)
     if data.shape != tuple(like.original_shape):
         raise RuntimeError(f"reoriented labels {data.shape} != stored {like.original_shape}")
     image = nib.Nifti1Image(np.ascontiguousarray(data), affine)

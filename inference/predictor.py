@@ -6,8 +6,10 @@ is run by a :class:`VertebraPredictor`, which a worker builds once per process t
 
 Axis order (one convention everywhere in this module):
 
-* ``image`` arrays are in NIfTI voxel index order (i, j, k), as nibabel gives them; in this project
-  that is RAS+ canonical order (``ctspine.imaging.volume_io``). ``spacing_mm`` is (i, j, k) in mm.
+* ``image`` arrays are in NIfTI voxel index order (i, j, k), as nibabel gives them: the file's
+  stored order for models trained with nnU-Net's SimpleITKIO/NibabelIO readers, RAS+ for
+  NibabelIOWithReorient ones (:attr:`VertebraPredictor.sees_stored_orientation`; the pipeline
+  reorients). ``spacing_mm`` is (i, j, k) in mm.
 * nnU-Net's own convention is the array SimpleITK returns for a NIfTI file, which is (k, j, i), with
   the spacing reversed to match. :meth:`VertebraPredictor.predict_result` transposes on the way in and back
   on the way out, so the label volume it returns lies on the input grid, in the input order.
@@ -158,6 +160,12 @@ class VertebraPredictor:
         )
 
     @property
+    def sees_stored_orientation(self) -> bool:
+        """Whether the model gets scans in their files' voxel order (see pipeline.Predictor):
+        nnU-Net's SimpleITKIO and NibabelIO read files as stored, NibabelIOWithReorient in RAS+."""
+        return self.info.image_reader_writer != "NibabelIOWithReorient"
+
+    @property
     def device_name(self) -> str:
         """The device actually used, e.g. "cpu" or "cuda:0"."""
         if self.device.type == "cuda" and self.device.index is None:
@@ -173,8 +181,8 @@ class VertebraPredictor:
     ) -> PredictionResult:
         """Segment the vertebrae of a 3D CT volume.
 
-        ``image``: intensities in HU, shape (I, J, K) in NIfTI voxel index order (RAS+ canonical in
-        this project; any dtype). ``spacing_mm``: voxel size in mm, (i, j, k) order.
+        ``image``: intensities in HU, shape (I, J, K) in NIfTI voxel index order (the order
+        :attr:`sees_stored_orientation` asks for; any dtype). ``spacing_mm``: voxel size in mm, (i, j, k) order.
         ``progress``: called from this thread with a fraction 0-1 that only grows.
 
         Returns uint8 CTSpine1K labels (0 background, 1-25 C1-L6) with the same shape and order as

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel import orientations
 from nibabel.spatialimages import HeaderDataError
 
 from ctspine.labels import MAX_LABEL
@@ -288,6 +289,42 @@ def to_ras(
     image = header_class(data, affine, header=header)
     canonical = nib.as_closest_canonical(image)
     return np.asanyarray(canonical.dataobj), np.asarray(canonical.affine, dtype=np.float64)
+
+
+def _ras_to_stored(volume: Volume) -> np.ndarray:
+    """nibabel orientation transform from the RAS+ array axes to ``volume``'s stored axes."""
+    return orientations.ornt_transform(
+        orientations.axcodes2ornt(("R", "A", "S")),
+        orientations.axcodes2ornt(tuple(volume.original_axcodes)),
+    )
+
+
+def to_stored_order(data: np.ndarray, *, like: Volume) -> np.ndarray:
+    """A RAS+ array on ``like``'s grid in the voxel order the file stores (flips and
+    transposes: a view, no copy)."""
+    return orientations.apply_orientation(data, _ras_to_stored(like))
+
+
+def from_stored_order(data: np.ndarray, *, like: Volume) -> np.ndarray:
+    """Inverse of :func:`to_stored_order`: an array in ``like``'s stored voxel order, in RAS+."""
+    back = orientations.ornt_transform(
+        orientations.axcodes2ornt(tuple(like.original_axcodes)),
+        orientations.axcodes2ornt(("R", "A", "S")),
+    )
+    return orientations.apply_orientation(data, back)
+
+
+def stored_spacing(volume: Volume) -> tuple[float, float, float]:
+    """Voxel size in mm along the file's stored axes (``volume.spacing`` is along RAS+ axes)."""
+    spacing = [0.0, 0.0, 0.0]
+    for ras_axis, (stored_axis, _flip) in enumerate(_ras_to_stored(volume)):
+        spacing[int(stored_axis)] = volume.spacing[ras_axis]
+    return tuple(spacing)
+
+
+def stored_affine(volume: Volume) -> np.ndarray:
+    """The affine of ``volume``'s grid for arrays in the file's stored voxel order."""
+    return volume.affine @ orientations.inv_ornt_aff(_ras_to_stored(volume), volume.data.shape)
 
 
 def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:

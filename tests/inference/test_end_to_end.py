@@ -16,7 +16,6 @@ from django_tasks_db.models import DBTaskResult
 from django_tasks_rq import Job as RQJob
 from rq import SimpleWorker
 
-from ctspine.imaging.volume_io import read_volume
 from inference import jobs
 from inference.models import SegmentationJob
 from inference.nnunet.config import PredictorConfig
@@ -79,13 +78,13 @@ def test_nifti_upload_end_to_end_through_the_database_queue(api, alice, model, p
     assert stored.shape == uploaded.shape and nib.aff2axcodes(stored.affine) == ("L", "P", "S")
     assert np.allclose(stored.affine, uploaded.affine)
     assert stored.get_data_dtype() == np.uint8
-    # ... and it is exactly what nnUNetPredictor gives for the same array with the same model.
-    image = read_volume(image_path)
+    # ... and it is exactly what nnUNetPredictor gives for the file as its SimpleITKIO-planned
+    # model reads it: the stored voxel order, not RAS+.
     direct = VertebraPredictor(PredictorConfig(model_dir=model, device="cpu", mirroring=False))
-    expected = direct.predict_result(image=image.data, spacing_mm=image.spacing).labels
-    assert np.array_equal(
-        read_volume(jobs.media_path(job.prediction_path), kind="label").data, expected
-    )
+    expected = direct.predict_result(
+        image=np.asanyarray(uploaded.dataobj), spacing_mm=uploaded.header.get_zooms()[:3]
+    ).labels
+    assert np.array_equal(np.asanyarray(stored.dataobj), expected)
     assert body["labels_present"] == sorted(set(np.unique(expected).tolist()) - {0})
     metrics = body["metrics"]
     assert metrics["counts"]["reference_labels"] == [19, 20, 21, 22]

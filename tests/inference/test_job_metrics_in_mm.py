@@ -28,6 +28,7 @@ class KnownPrediction:
     prediction of tests/support/anisotropic.py."""
 
     device_name = "cpu"
+    sees_stored_orientation = False  # arrays in RAS+, as the test builds them
     info = SimpleNamespace(as_dict=lambda: {"folder_name": "known prediction"})
 
     def predict_result(self, *, image, spacing_mm, progress=None):
@@ -84,9 +85,9 @@ def test_job_page_shows_the_metrics_in_mm(alice, finished_job):
             re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)
         ]
         assert cells[1:5] == [
-            f"{100 * want.dice:.1f}",
+            f"{want.dice:.3f}",  # fractions, as the paper prints Dice
             f"{want.hd95_mm:.2f}",
             f"{want.assd_mm:.2f}",
-            f"{100 * want.nsd:.1f}",
+            f"{want.nsd:.3f}",
         ], label
         assert cells[0].startswith(NAMES[label])

@@ -204,6 +204,7 @@ class ProgressUntilStopped:
     """A model stand-in that reports progress until the job is cancelled (never finishes)."""
 
     device_name = "cpu"
+    sees_stored_orientation = False  # arrays in RAS+, as the test builds them
     info = SimpleNamespace(as_dict=lambda: {"folder_name": "stand-in"})
 
     def predict_result(self, *, image, spacing_mm, progress=None):
