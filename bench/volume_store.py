@@ -8,8 +8,9 @@ the same run (medians; the machines are noisy, about +-30 %, so compare within o
 
 1. disk per case: the store's image + labels as a ratio of the case's ``.nii.gz`` files (and
    today's raw cache: ``.npy`` image + labels, each with its sagittal copy);
-2. converting a case (``read_volume`` + ``write_store`` of image and labels) as a ratio of a plain
-   nibabel load of both files (``np.asanyarray(nib.load(f).dataobj)``);
+2. converting a case into the volume cache (``VolumeCache.get_many`` of image and labels, as the
+   tile views and ``warm_cache`` do: decoded in parallel threads, stores written synchronously)
+   as a ratio of a plain nibabel load of both files (``np.asanyarray(nib.load(f).dataobj)``);
 3. one display tile per plane, p50 over neighbouring slices (stepping through, slab cache on) and
    over scattered slices (every read decodes), against an open ``.npy`` memmap in (k, j, i) order;
 4. decoding the whole volume against the same nibabel load.
@@ -36,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ctspine.imaging import display  # noqa: E402
 from ctspine.imaging.volume_io import read_volume  # noqa: E402
 from ctspine.phantom.anatomy import make_phantom, plan_cases  # noqa: E402
-from ctspine.volume_store import DecodedSlabs, StoreLayout, open_store, write_store  # noqa: E402
+from ctspine.volume_cache import DATA_FILE, VolumeCache  # noqa: E402
+from ctspine.volume_store import DecodedSlabs, StoreLayout, open_store  # noqa: E402
 
 LAYOUTS = {
     "lz4": StoreLayout(codec="lz4", clevel=5),
@@ -73,13 +75,12 @@ def nibabel_load(paths) -> None:
         np.asanyarray(nib.load(path).dataobj)
 
 
-def convert(paths, out: Path, layout: StoreLayout) -> list[Path]:
-    stores = []
-    for path, kind in zip(paths, ("image", "label"), strict=True):
-        store = out / f"{path.name}.{kind}.b2nd"
-        write_store(store, read_volume(path, kind=kind).data.T, layout=layout)
-        stores.append(store)
-    return stores
+def convert(paths, root: Path, layout: StoreLayout) -> list[Path]:
+    """Convert a case into a fresh volume cache at ``root``; returns the store files."""
+    shutil.rmtree(root, ignore_errors=True)
+    cache = VolumeCache(root, max_bytes=1 << 40, write_behind=False, layout=layout)
+    volumes = cache.get_many(list(zip(paths, ("image", "label"), strict=True)))
+    return [volume.directory / DATA_FILE for volume in volumes]
 
 
 def tile_p50(read, count: int, indices) -> float:
@@ -169,7 +170,7 @@ def run(args, workdir: Path) -> None:
         convert_s, stores = [], []
         for _ in range(args.rounds):
             start = time.perf_counter()
-            stores = [convert(paths, out, layout) for paths in cases]
+            stores = [convert(paths, out / str(n), layout) for n, paths in enumerate(cases)]
             convert_s.append((time.perf_counter() - start) / len(cases))
         store_bytes = sum(p.stat().st_size for pair in stores for p in pair)
         image = open_store(stores[0][0], slabs=DecodedSlabs(256 << 20))

@@ -5,10 +5,10 @@ transposed, exactly how NIfTI stores a RAS volume, so a RAS file is written with
 Chunks and blocks are cubes-ish in voxel space, so a plane of any orientation decodes only the
 blocks it crosses: there is no second copy for sagittal tiles.
 
-A plane is read by decoding the block-aligned slab around it (blosc2 decodes whole blocks anyway)
-and keeping that slab, display-oriented and contiguous, in a small per-process
-:class:`DecodedSlabs` cache bounded in bytes: stepping through neighbouring slices then decodes
-nothing again.
+A plane is read straight from the blocks it crosses. When a second plane of the same block-aligned
+slab is read soon after (someone steps through neighbouring slices), the whole slab is decoded
+once and kept in a small per-process :class:`DecodedSlabs` cache bounded in bytes, and the
+following planes of that slab decode nothing again; scattered reads never pay for a whole slab.
 
 Files are written atomically (temporary file, fsync, ``os.replace``). :func:`open_store` checks
 what it can before anything is read (size, header, shape, dtype; optionally the CRC-32 of the whole
@@ -239,47 +239,59 @@ class StoredVolume:
 
     def tile(self, *, plane: str, index: int) -> np.ndarray:
         """The ``plane`` tile at slice ``index`` in display orientation (as
-        :func:`.display.slice_tile` of the RAS volume), contiguous and read-only."""
+        :func:`.display.slice_tile` of the RAS volume), read-only."""
         index = display.check_index(self.shape, plane=plane, index=index)
         axis = _STORAGE_AXIS[display.NORMAL_AXIS[plane]]
         extent = self.blocks[axis]
         start = index - index % extent
-        key = (self._token, plane, start)
-        stack = self._slabs.get(key) if self._slabs is not None else None
-        if stack is None:
-            stop = min(start + extent, self.shape[display.NORMAL_AXIS[plane]])
-            storage_key = [slice(None)] * 3
-            storage_key[axis] = slice(start, stop)
-            stack = display_stack(self._decode(tuple(storage_key)), plane=plane)
-            stack.flags.writeable = False
-            if self._slabs is not None:
-                self._slabs.put(key, stack)
-        return stack[index - start]
+        key = (self._token, axis, start)
+        slab = None
+        if self._slabs is not None:
+            slab = self._slabs.get(key)
+            if slab is None and self._slabs.seen(key):  # a neighbour was read: stepping through
+                stop = min(start + extent, self._array.shape[axis])
+                slab = self._decode(_along(axis, slice(start, stop)))
+                slab.flags.writeable = False
+                self._slabs.put(key, slab)
+        if slab is None:
+            section = self._decode(_along(axis, index))
+            section.flags.writeable = False
+        else:
+            section = slab[_along(axis, index - start)]
+        # A storage-order (k, j, i) section lists the remaining RAS axes in reverse order, so
+        # display.to_display (``s[::-1, ::-1].T`` of the RAS section) is ``[::-1, ::-1]`` of it.
+        return section[::-1, ::-1]
 
 
-def display_stack(block: np.ndarray, *, plane: str) -> np.ndarray:
-    """Display tiles of a (k, j, i) storage ``block`` cut along ``plane``'s normal, as one
-    C-contiguous (n, rows, cols) array: ``stack[n]`` is the tile of the block's n-th slice."""
-    if plane == "axial":  # tile[r, c] = storage[k, Y-1-r, X-1-c]
-        return np.ascontiguousarray(block[:, ::-1, ::-1])
-    if plane == "coronal":  # tile[r, c] = storage[Z-1-r, j, X-1-c]
-        return np.ascontiguousarray(block[::-1, :, ::-1].transpose(1, 0, 2))
-    if plane == "sagittal":  # tile[r, c] = storage[Z-1-r, Y-1-c, i]
-        return np.ascontiguousarray(block[::-1, ::-1, :].transpose(2, 0, 1))
-    raise ValueError(display.check_plane(plane))
+def _along(axis: int, item) -> tuple:
+    """A storage index selecting ``item`` along ``axis`` and everything along the others."""
+    return (slice(None),) * axis + (item,)
 
 
 class DecodedSlabs:
     """A thread-safe LRU cache of decoded slabs (arrays), bounded by ``max_bytes`` in total; an
-    array larger than the bound is not kept."""
+    array larger than the bound is not kept. It also remembers the last ``recent`` keys asked
+    about with :meth:`seen`."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, recent: int = 1024) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._recent: OrderedDict[tuple, None] = OrderedDict()
+        self._recent_limit = recent
         self._bytes = 0
         self._mutex = threading.Lock()
+
+    def seen(self, key: tuple) -> bool:
+        """Whether ``key`` was asked about recently; remembers it either way."""
+        with self._mutex:
+            found = key in self._recent
+            self._recent[key] = None
+            self._recent.move_to_end(key)
+            while len(self._recent) > self._recent_limit:
+                self._recent.popitem(last=False)
+            return found
 
     @property
     def nbytes(self) -> int:

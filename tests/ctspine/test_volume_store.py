@@ -10,7 +10,6 @@ from ctspine.volume_store import (
     DecodedSlabs,
     StoreError,
     StoreLayout,
-    display_stack,
     file_crc32,
     open_store,
     write_store,
@@ -43,12 +42,16 @@ def test_round_trip_whole_volume_and_metadata(tmp_path):
 
 
 @pytest.mark.parametrize("plane", display.PLANES)
-def test_every_tile_equals_the_source_plane(tmp_path, plane):
+@pytest.mark.parametrize("order", ["stepping", "scattered"])
+def test_every_tile_equals_the_source_plane(tmp_path, plane, order):
     ras = _volume()
     _, _, stored = _store(tmp_path, ras, slabs=DecodedSlabs(1 << 20))
-    for index in range(display.slice_count(ras.shape, plane=plane)):
+    indices = list(range(display.slice_count(ras.shape, plane=plane)))
+    if order == "scattered":  # every other slab first: single planes, then slabs, mixed
+        indices = indices[::5] + indices[::-1]
+    for index in indices:
         tile = stored.tile(plane=plane, index=index)
-        assert tile.flags.c_contiguous and not tile.flags.writeable
+        assert not tile.flags.writeable
         assert np.array_equal(tile, display.slice_tile(ras, plane=plane, index=index))
 
 
@@ -84,19 +87,6 @@ def test_ras_indexing_and_voxels(tmp_path):
         stored[37, 0, 0]
     with pytest.raises(IndexError, match="unsupported index"):
         stored[[1, 2]]
-
-
-def test_display_stack_matches_slice_tiles():
-    ras = _volume((9, 7, 5))
-    storage = np.ascontiguousarray(ras.T)
-    for plane, block in (
-        ("axial", storage[1:3]),
-        ("coronal", storage[:, 1:3]),
-        ("sagittal", storage[:, :, 1:3]),
-    ):
-        stack = display_stack(block, plane=plane)
-        for n in range(2):
-            assert np.array_equal(stack[n], display.slice_tile(ras, plane=plane, index=1 + n))
 
 
 def test_small_volumes_fit_the_layout(tmp_path):
@@ -173,22 +163,37 @@ def test_damaged_block_raises_store_error_on_read(tmp_path):
         stored.read()
 
 
-def test_slab_cache_reuses_decoded_slabs_and_respects_its_bound(tmp_path):
+def test_slabs_are_decoded_when_stepping_and_stay_within_their_bound(tmp_path):
     ras = _volume()
     slab_bytes = 4 * 29 * 37 * 2  # one axial slab: 4 k-slices (the block extent) of 29 x 37
     slabs = DecodedSlabs(2 * slab_bytes)
     _, _, stored = _store(tmp_path, ras, slabs=slabs)
-    first = stored.tile(plane="axial", index=0)
+    stored.tile(plane="axial", index=0)
+    assert slabs.nbytes == 0  # a single read decodes only its plane
+    second = stored.tile(plane="axial", index=1)  # a neighbour: the slab is decoded and kept
     assert slabs.nbytes == slab_bytes
-    assert stored.tile(plane="axial", index=3).base is first.base  # same slab, not decoded again
-    stored.tile(plane="axial", index=4)
-    stored.tile(plane="axial", index=8)  # a third slab: the least recently used one goes
+    assert stored.tile(plane="axial", index=3).base is second.base  # not decoded again
+    for index in (4, 5, 8, 9):  # two more slabs: the least recently used one goes
+        stored.tile(plane="axial", index=index)
     assert slabs.nbytes == 2 * slab_bytes
-    assert stored.tile(plane="axial", index=1).base is not first.base
+    assert stored.tile(plane="axial", index=2).base is not second.base
     big = DecodedSlabs(slab_bytes - 1)  # a slab larger than the whole bound is not kept
     _, _, uncached = _store(tmp_path, ras, slabs=big)
-    assert np.array_equal(uncached.tile(plane="axial", index=2), _axial_tile(ras, 2))
+    for index in range(4):
+        assert np.array_equal(uncached.tile(plane="axial", index=index), _axial_tile(ras, index))
     assert big.nbytes == 0
+
+
+def test_decoded_slabs_forget_old_keys():
+    slabs = DecodedSlabs(0, recent=2)
+    assert [slabs.seen(key) for key in ("a", "b", "a", "c", "b", "b")] == [
+        False,
+        False,
+        True,
+        False,
+        False,  # forgotten: only the last two keys are remembered
+        True,
+    ]
 
 
 def _axial_tile(ras: np.ndarray, index: int) -> np.ndarray:
@@ -200,6 +205,9 @@ def test_slab_cache_keys_follow_the_file_version(tmp_path):
     ras = _volume()
     _, _, old = _store(tmp_path, ras, slabs=slabs)
     old.tile(plane="axial", index=0)
+    old.tile(plane="axial", index=1)  # the slab is kept now
+    assert slabs.nbytes > 0
     other = _volume(seed=1)
     _, _, new = _store(tmp_path, other, slabs=slabs)  # same path, rewritten
-    assert np.array_equal(new.tile(plane="axial", index=0), _axial_tile(other, 0))
+    for index in (0, 1):
+        assert np.array_equal(new.tile(plane="axial", index=index), _axial_tile(other, index))
