@@ -5,10 +5,11 @@ transposed, exactly how NIfTI stores a RAS volume, so a RAS file is written with
 Chunks and blocks are cubes-ish in voxel space, so a plane of any orientation decodes only the
 blocks it crosses: there is no second copy for sagittal tiles.
 
-A plane is read straight from the blocks it crosses. When a second plane of the same block-aligned
-slab is read soon after (someone steps through neighbouring slices), the whole slab is decoded
-once and kept in a small per-process :class:`DecodedSlabs` cache bounded in bytes, and the
-following planes of that slab decode nothing again; scattered reads never pay for a whole slab.
+A plane is read straight from the blocks it crosses. When the plane next to one read recently is
+asked for (someone steps through neighbouring slices), the whole block-aligned slab around it is
+decoded once and kept in a small per-process :class:`DecodedSlabs` cache bounded in bytes, and
+the following planes of that slab decode nothing again; scattered reads (many clients, random
+slices) never pay for whole slabs.
 
 Files are written atomically (temporary file, fsync, ``os.replace``). :func:`open_store` checks
 what it can before anything is read (size, header, shape, dtype; optionally the CRC-32 of the whole
@@ -248,7 +249,9 @@ class StoredVolume:
         slab = None
         if self._slabs is not None:
             slab = self._slabs.get(key)
-            if slab is None and self._slabs.seen(key):  # a neighbour was read: stepping through
+            stepping = any(self._slabs.recalls((self._token, axis, index + d)) for d in (-1, 1))
+            self._slabs.remember((self._token, axis, index))
+            if slab is None and stepping:
                 stop = min(start + extent, self._array.shape[axis])
                 slab = self._decode(_along(axis, slice(start, stop)))
                 slab.flags.writeable = False
@@ -270,8 +273,8 @@ def _along(axis: int, item) -> tuple:
 
 class DecodedSlabs:
     """A thread-safe LRU cache of decoded slabs (arrays), bounded by ``max_bytes`` in total; an
-    array larger than the bound is not kept. It also remembers the last ``recent`` keys asked
-    about with :meth:`seen`."""
+    array larger than the bound is not kept. It also remembers the last ``recent`` keys passed to
+    :meth:`remember` (which planes were read)."""
 
     def __init__(self, max_bytes: int, *, recent: int = 1024) -> None:
         if max_bytes < 0:
@@ -283,15 +286,17 @@ class DecodedSlabs:
         self._bytes = 0
         self._mutex = threading.Lock()
 
-    def seen(self, key: tuple) -> bool:
-        """Whether ``key`` was asked about recently; remembers it either way."""
+    def remember(self, key: tuple) -> None:
         with self._mutex:
-            found = key in self._recent
             self._recent[key] = None
             self._recent.move_to_end(key)
             while len(self._recent) > self._recent_limit:
                 self._recent.popitem(last=False)
-            return found
+
+    def recalls(self, key: tuple) -> bool:
+        """Whether ``key`` is among the last ``recent`` remembered."""
+        with self._mutex:
+            return key in self._recent
 
     @property
     def nbytes(self) -> int:

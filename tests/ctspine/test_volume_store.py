@@ -186,14 +186,20 @@ def test_slabs_are_decoded_when_stepping_and_stay_within_their_bound(tmp_path):
 
 def test_decoded_slabs_forget_old_keys():
     slabs = DecodedSlabs(0, recent=2)
-    assert [slabs.seen(key) for key in ("a", "b", "a", "c", "b", "b")] == [
-        False,
-        False,
-        True,
-        False,
-        False,  # forgotten: only the last two keys are remembered
-        True,
-    ]
+    for key in ("a", "b", "a", "c"):
+        slabs.remember(key)
+    assert [slabs.recalls(key) for key in ("a", "b", "c")] == [True, False, True]
+
+
+def test_scattered_reads_decode_no_slab(tmp_path):
+    ras = _volume()
+    slabs = DecodedSlabs(1 << 20)
+    _, _, stored = _store(tmp_path, ras, slabs=slabs)
+    for index in (0, 2, 20, 18, 16, 8, 10, 5, 12):  # same slabs again, never a neighbour
+        assert np.array_equal(stored.tile(plane="axial", index=index), _axial_tile(ras, index))
+    assert slabs.nbytes == 0
+    stored.tile(plane="axial", index=9)  # next to 8 and 10: now the slab is kept
+    assert slabs.nbytes == 4 * 29 * 37 * 2
 
 
 def _axial_tile(ras: np.ndarray, index: int) -> np.ndarray:
