@@ -41,9 +41,11 @@ from ctspine.volume_cache import DATA_FILE, VolumeCache  # noqa: E402
 from ctspine.volume_store import DecodedSlabs, StoreLayout, open_store  # noqa: E402
 
 LAYOUTS = {
-    "lz4": StoreLayout(codec="lz4", clevel=5),
+    "lz4": StoreLayout(codec="lz4", clevel=1),
+    "lz4-b16": StoreLayout(blocks=(16, 16, 16), codec="lz4", clevel=1),
+    "lz4-b8": StoreLayout(blocks=(8, 16, 16), codec="lz4", clevel=1),
     "zstd": StoreLayout(codec="zstd", clevel=1),
-    "lz4-flat": StoreLayout(chunks=(16, 512, 512), blocks=(4, 128, 128), codec="lz4", clevel=5),
+    "lz4-flat": StoreLayout(chunks=(16, 512, 512), blocks=(4, 128, 128), codec="lz4", clevel=1),
 }
 
 
