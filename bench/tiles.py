@@ -2,8 +2,7 @@
 
 Prints, beside the baseline "nibabel loads the .nii.gz and slices it" measured in the same run:
 - warm tile latency p50/p95 per plane (bone window, overlay on; PNG and WebP) via Django's test
-  client, and the sagittal tiles again without the sagittal copy (the strided fallback served
-  until the copy is built);
+  client, stepping through 60 neighbouring slices;
 - time to the first tile of an uncached volume (``--rounds`` times, interleaved with the
   baseline; medians);
 - whole-volume MIP: first request and served from cache;
@@ -105,7 +104,7 @@ def run(args, workdir):
         f"baseline: nibabel load + slice {baseline * 1000:.0f} ms "
         f"(median of {', '.join(f'{b * 1000:.0f}' for b in baselines)})"
     )
-    volume_cache().wait()  # the cache files and sagittal copies are written: tiles are warm
+    volume_cache().wait()  # the stores are written: tiles are warm
     rows = [
         (
             "first tile, uncached volume (decode + label + render), median of "
@@ -120,7 +119,7 @@ def run(args, workdir):
     counts = {"axial": case.dim_z, "coronal": case.dim_y, "sagittal": case.dim_x}
 
     def warm_tiles(label, plane, count, ext):
-        client.get(f"{base}/slices/{plane}/{count // 2}.{ext}")  # opens the memmaps
+        client.get(f"{base}/slices/{plane}/{count // 2}.{ext}")  # opens the stores
         samples, sizes = [], []
         for index in range(count // 4, count // 4 + 60):
             t = time.perf_counter()
@@ -137,11 +136,6 @@ def run(args, workdir):
     for ext in ("png", "webp"):
         for plane, count in counts.items():
             warm_tiles(f"{plane} {ext}", plane, count, ext)
-    # The strided fallback, as served until the background sagittal copy exists.
-    cache = volume_cache()
-    if hasattr(cache, "sagittal_poll_s"):
-        strided_sagittal(cache, image_path, root / case.label_path, warm_tiles, counts)
-
     t = time.perf_counter()
     client.get(f"{base}/projections/coronal.png", {"mode": "mip"})
     mip_first = (time.perf_counter() - t) * 1000
@@ -162,21 +156,6 @@ def run(args, workdir):
     print()
     for server in args.servers.split(","):
         load_test(case, counts, root, baseline, server, clients=args.clients, seconds=args.seconds)
-
-
-def strided_sagittal(cache, image_path, label_path, warm_tiles, counts):
-    opened = [cache.get(image_path, kind="image"), cache.get(label_path, kind="label")]
-    copies = [volume.sagittal for volume in opened]
-    poll, cache.sagittal_poll_s = cache.sagittal_poll_s, 1e9
-    try:
-        for volume in opened:
-            volume.sagittal = None
-        for ext in ("png", "webp"):
-            warm_tiles(f"sagittal {ext}, no sagittal copy yet", "sagittal", counts["sagittal"], ext)
-    finally:
-        for volume, copy in zip(opened, copies, strict=True):
-            volume.sagittal = copy
-        cache.sagittal_poll_s = poll
 
 
 def gunicorn_options(server: str) -> list[str]:

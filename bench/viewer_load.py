@@ -1,6 +1,6 @@
 """Time from opening a case to all four viewer panels drawn, in Chromium, on a full-size phantom.
 
-Run: .venv/bin/python bench/viewer_load.py [--cold 3] [--warm 5] [--viewport 1920x1080]
+Run: .venv/bin/python bench/viewer_load.py [--cold 3] [--warm 5] [--fresh 3] [--viewport 1920x1080]
 
 Makes one full-size phantom case (512 x 512 x ~450 voxels) in the official layout in a temporary
 directory, ingests it into a temporary SQLite database, serves it with gunicorn (4 workers, test
@@ -14,7 +14,9 @@ image. Measured in the same run:
   its volume cache;
 - cold: a fresh server with an empty volume cache (the first open decodes the volume);
 - warm: the same server again (volume cache filled), new browser context;
-- warm, same browser context: tiles from the browser's HTTP cache (immutable, versioned URLs).
+- warm, same browser context: tiles from the browser's HTTP cache (immutable, versioned URLs);
+- warm, fresh server: a new gunicorn on the filled volume cache (``--fresh`` times), as after a
+  restart or ``warm_cache``: nothing decoded in memory yet, the cache's files only.
 
 The machines are noisy (about +-30 %): compare numbers within one run only.
 """
@@ -151,6 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cold", type=int, default=3, help="cold opens (a fresh server each)")
     parser.add_argument("--warm", type=int, default=5, help="warm opens")
+    parser.add_argument(
+        "--fresh", type=int, default=3, help="opens from a fresh server, cache full"
+    )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--viewport", default="1920x1080")
     args = parser.parse_args()
@@ -181,7 +186,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    cold, warm, same_context, volume_cold, volume_warm = [], [], [], [], []
+    cold, warm, same_context, volume_cold, volume_warm, fresh = [], [], [], [], [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         server = None
@@ -209,6 +214,16 @@ def main() -> None:
             for _ in range(args.warm):
                 same_context.append(open_case(browser, url, viewport, context)["ready"])
             context.close()
+            for n in range(args.fresh):
+                server.stop()
+                server = Server(
+                    workdir=workdir, data_root=data_root, database_url=database_url,
+                    cache_dir=cache_dir,
+                )  # fmt: skip
+                url = f"{server.url}/cases/{case.case_id}/"
+                timings = open_case(browser, url, viewport)
+                fresh.append(timings["ready"])
+                print(f"fresh server {n + 1}: {timings}")
         finally:
             if server:
                 server.stop()
@@ -234,6 +249,8 @@ def main() -> None:
         )
     )  # fmt: skip
     print(row("warm, same browser context (HTTP cache)", same_context, base))
+    if fresh:
+        print(row("warm: fresh server process, volume cache filled", fresh, base))
     shutil.rmtree(workdir, ignore_errors=True)
 
 

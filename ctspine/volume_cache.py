@@ -1,52 +1,36 @@
-"""A disk cache of decoded volumes that serves any slice of any plane without decoding again.
+"""A disk cache of decoded volumes, compressed and chunked, that serves any slice of any plane.
 
 Decoding a CT ``.nii.gz`` takes most of a second; the first :meth:`VolumeCache.get` of a file
-decodes it once (:func:`.volume_io.read_volume`, ISA-L gzip) and writes it to the cache; every
-later access memory-maps the cached copy.
+decodes it once (:func:`.volume_io.read_volume`, ISA-L gzip) and writes it to the cache as a
+:mod:`.volume_store` file; every later access opens that store and decodes only the blocks a
+tile needs, through a per-process cache of decoded slabs bounded in bytes
+(``slab_cache_bytes``), so stepping through neighbouring slices decodes nothing again.
 
 Layout (one directory per source file and kind, ``<root>/volumes/<key>/``):
 
-- ``volume.npy``: the RAS+ volume stored in (k, j, i) C order, i.e. RAS (i, j, k) in Fortran
-  order, exactly how NIfTI stores a RAS volume, so a RAS file is written without any reshuffle and
-  ``CachedVolume.data`` is a plain strided RAS view that projections and other code can use.
-  Measured by ``bench/volume_cache.py`` on a 512 x 512 x 500 int16 CT (warm page cache, p50 to a
-  contiguous display tile): axial 0.12 ms, coronal 0.4 ms, sagittal 4.6 ms, against a plain
-  (i, j, k) memmap's 4.5 / 0.8 / 0.2 ms. A (k/8, i/8, j, 8, 8) block layout (0.7 / 0.5 / 0.7 ms,
-  ~1.1 s to build) was not taken: it loses the RAS array view.
-- ``sagittal.npy`` + ``sagittal.json`` (volumes of at least ``sagittal_min_bytes``, images and
-  labels alike): every sagittal tile in display orientation, stored (i, row, col) C order, so
-  ``sagittal[i]`` *is* the tile, contiguous (~0.1 ms instead of a strided gather of 4-12 ms for
-  512 x 512 x 500, once for the image and once for the labels; a warm sagittal PNG tile through
-  Django takes ~2 ms with it, ~11 ms without). It doubles the entry's disk use and takes ~1-2 s
-  to build, so it is built in the background once ``volume.npy`` is committed, at lowered CPU
-  priority; until it exists sagittal tiles come from the strided view. The build reads
-  ``volume.npy`` once, checking its CRC-32 on the way (a damaged volume is never copied). ``sagittal.json`` (written last: its commit marker) holds its shape, dtype, byte
-  size, CRC-32 and the CRC-32 of the ``volume.npy`` it was made from. A missing, damaged (size,
-  shape, dtype, or another volume's) or, with ``verify_checksum``, corrupt copy is ignored and
-  rebuilt; it counts in the entry's size for eviction like every file of the entry. A process
-  that opened the entry before the copy existed picks it up at its next use (checked at most
-  every ``sagittal_poll_s``).
+- ``volume.b2nd``: the RAS+ volume in (k, j, i) order, i.e. RAS (i, j, k) in Fortran order as
+  NIfTI stores a RAS volume, as one compressed, chunked blosc2 NDArray (:mod:`.volume_store`):
+  image and labels alike, once each; planes of every orientation come from the same file.
 - ``meta.json``: the sidecar written last (it is the commit marker): shape, dtype, affine,
-  spacing (mm), intensity range, source identity, data byte size and CRC-32. Its mtime is the
-  entry's last use, for LRU eviction.
-- ``proj-<mode>-<plane>.npy``: whole-volume projections computed on first request;
-  ``labelproj-<image key>-<mode>-<plane>.npy`` (in a label entry): the label tile for that image's
-  projection.
+  spacing (mm), intensity range, source identity, store byte size, store layout and the store
+  file's CRC-32. Its mtime is the entry's last use, for LRU eviction.
+- ``proj-<mode>-<plane>.npy``: whole-volume projections computed on first request (block by
+  block from the store); ``labelproj-<image key>-<mode>-<plane>.npy`` (in a label entry): the
+  label tile for that image's projection.
 
 The key hashes the source's absolute path, size and mtime_ns (and the kind), so a changed file is
 converted again and the stale entry of the same path is removed. Conversions are atomic (temporary
 file, fsync, ``os.replace``) and serialised per volume across processes and threads by
 ``fcntl.flock`` on ``<root>/locks/<key>.lock``: a second process waits and then reuses the result.
-A cache file whose size, shape or dtype disagrees with its sidecar is rebuilt on open.
+A store whose size, header, shape or dtype disagrees with its sidecar (with ``verify_checksum``,
+also its CRC-32) is reported in the log and converted again on open.
 
 With ``write_behind`` (default) the first :meth:`VolumeCache.get` returns the freshly decoded
-in-memory volume at once and writes the cache file in a background thread (still atomic, lock held
-until done), so the first tile does not wait for the disk. :meth:`VolumeCache.get_many` (an image
-with its label maps, as a tile needs them) decodes uncached volumes in parallel threads. The
-sagittal copy is built after the entry's lock is released, under its own lock
-(``<key>.sagittal.lock``, which eviction respects too), so a process waiting for the entry waits
-for its commit only. Background threads run at lowered CPU priority (Linux: +10 niceness per
-thread), so warm tiles keep the CPU while a new volume is written and copied.
+in-memory volume at once and writes the store in a background thread (still atomic, lock held
+until done), so the first tile does not wait for the compression and the disk.
+:meth:`VolumeCache.get_many` (an image with its label maps, as a tile needs them) decodes uncached
+volumes in parallel threads. Background threads run at lowered CPU priority (Linux: +10 niceness
+per thread), so warm tiles keep the CPU while a new volume is written.
 """
 
 from __future__ import annotations
@@ -65,26 +49,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ctspine.atomic import fsync_dir, lock_file, save_npy_atomic, temp_name, write_atomic
+from ctspine.atomic import fsync_dir, lock_file, save_npy_atomic, write_atomic
 from ctspine.imaging import display, projection
 from ctspine.imaging.volume_io import KINDS, VolumeError, check_same_grid, read_volume
-
-try:  # ISA-L's CRC-32 is ~7x faster than zlib's; same polynomial, same values.
-    from isal.isal_zlib import crc32
-except ImportError:  # pragma: no cover
-    from zlib import crc32
+from ctspine.volume_store import (
+    DEFAULT_LAYOUT,
+    DecodedSlabs,
+    StoredVolume,
+    StoreError,
+    StoreLayout,
+    open_store,
+    write_store,
+)
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: raw volume.npy plus a sagittal copy
 LAYOUT = "kji"
-DATA_FILE = "volume.npy"
+DATA_FILE = "volume.b2nd"
 META_FILE = "meta.json"
-SAGITTAL_FILE = "sagittal.npy"
-SAGITTAL_META_FILE = "sagittal.json"
-SAGITTAL_LAYOUT = "sagittal-display"
-_WRITE_CHUNK_BYTES = 16 << 20
-_SAGITTAL_CHUNK_SLICES = 4  # k-slices per copy step (~1 s for 512 x 512 x 500 int16)
 _BACKGROUND_NICENESS = 10
 _ANY = object()  # _delete_entry: whatever the entry's last use
 
@@ -117,17 +100,16 @@ class SourceIdentity:
 class CachedVolume:
     """A cached volume, ready to slice.
 
-    ``data`` is the RAS+ volume (X, Y, Z), read-only: a view of the memory-mapped cache file, or of
-    the decoded bytes until a write-behind finishes (``persisted`` False). ``affine`` maps RAS
-    voxel indices to world mm; ``spacing`` is (i, j, k) in mm; ``intensity_range`` is the
-    (min, max) value (HU for CT); ``original_axcodes`` is the source file's orientation.
-    ``sagittal``, once its copy is built, is the memory-mapped (X, Z, Y) array of sagittal tiles
-    (``sagittal[i]`` is sagittal tile ``i``), else None.
+    ``data`` is the RAS+ volume (X, Y, Z): the open store (a :class:`.StoredVolume`, sliced like
+    an array in RAS order, each slice decoded on demand), or the decoded array until a write-behind
+    finishes (``persisted`` False). ``affine`` maps RAS voxel indices to world mm; ``spacing`` is
+    (i, j, k) in mm; ``intensity_range`` is the (min, max) value (HU for CT);
+    ``original_axcodes`` is the source file's orientation.
     """
 
     key: str
     kind: str
-    data: np.ndarray
+    data: StoredVolume | np.ndarray
     affine: np.ndarray
     spacing: tuple[float, float, float]
     intensity_range: tuple[float, float]
@@ -136,7 +118,6 @@ class CachedVolume:
     directory: Path
     persisted: bool
     projections: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    sagittal: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -147,11 +128,20 @@ class CachedVolume:
         return display.slice_count(self.data.shape, plane=plane)
 
     def tile(self, *, plane: str, index: int) -> np.ndarray:
-        """The ``plane`` slice ``index`` in display orientation (a read-only view)."""
-        sagittal = self.sagittal
-        if plane == "sagittal" and sagittal is not None:
-            return sagittal[display.check_index(self.data.shape, plane=plane, index=index)]
+        """The ``plane`` slice ``index`` in display orientation (read-only)."""
+        if isinstance(self.data, StoredVolume):
+            return self.data.tile(plane=plane, index=index)
         return display.slice_tile(self.data, plane=plane, index=index)
+
+    def voxel(self, voxel: tuple[int, int, int]):
+        """The value at RAS voxel (i, j, k) (HU for CT); reads that voxel's block only."""
+        return self.data[tuple(int(v) for v in voxel)][()]
+
+    def read(self) -> np.ndarray:
+        """The whole RAS+ volume (X, Y, Z) as an array (decodes the store)."""
+        if isinstance(self.data, StoredVolume):
+            return self.data.read()
+        return self.data
 
     def pixel_spacing(self, *, plane: str) -> display.PixelSpacing:
         """Tile pixel size (column mm, row mm) for ``plane``."""
@@ -172,12 +162,11 @@ class VolumeCache:
     """Decoded-volume cache under ``root``, kept below ``max_bytes`` on disk by LRU eviction.
 
     One instance per process is meant to be shared (thread-safe); it keeps up to ``max_open``
-    volumes memory-mapped, because reopening a memmap dominates the cost of strided planes.
-    ``touch_interval_s`` limits how often a use updates the sidecar's mtime (the LRU clock).
-    ``verify_checksum`` re-reads the whole file to check its CRC-32 on every open (slow; the
-    default checks size, shape and dtype only). Volumes of at least ``sagittal_min_bytes`` get a
-    contiguous sagittal copy (None: never); ``sagittal_poll_s`` limits how often an open volume
-    without one looks for it.
+    stores open and up to ``slab_cache_bytes`` of decoded slabs in memory (recently read tiles'
+    neighbourhoods). ``touch_interval_s`` limits how often a use updates the sidecar's mtime (the
+    LRU clock). ``verify_checksum`` re-reads the whole store file to check its CRC-32 when it is
+    opened (the default checks size, header, shape and dtype only). ``layout`` is how new stores
+    are chunked and compressed.
     """
 
     def __init__(
@@ -189,8 +178,8 @@ class VolumeCache:
         write_behind: bool = True,
         verify_checksum: bool = False,
         touch_interval_s: float = 30.0,
-        sagittal_min_bytes: int | None = 32 << 20,
-        sagittal_poll_s: float = 1.0,
+        slab_cache_bytes: int = 256 << 20,
+        layout: StoreLayout = DEFAULT_LAYOUT,
     ) -> None:
         self.root = Path(root)
         self.max_bytes = int(max_bytes)
@@ -198,9 +187,8 @@ class VolumeCache:
         self.write_behind = write_behind
         self.verify_checksum = verify_checksum
         self.touch_interval_s = touch_interval_s
-        self.sagittal_min_bytes = sagittal_min_bytes
-        self.sagittal_poll_s = sagittal_poll_s
-        self._sagittal_checked: dict[str, float] = {}
+        self.layout = layout
+        self.slabs = DecodedSlabs(slab_cache_bytes)
         self._volumes_dir = self.root / "volumes"
         self._locks_dir = self.root / "locks"
         self._volumes_dir.mkdir(parents=True, exist_ok=True)
@@ -231,16 +219,12 @@ class VolumeCache:
         if volume is not None:
             # An entry evicted by another process loses its sidecar first: open it afresh.
             if not volume.persisted or (volume.directory / META_FILE).exists():
-                if volume.sagittal is None and volume.persisted:
-                    self._look_for_sagittal(volume)
                 self._touch(volume)
                 return volume
             self._forget(key)
         volume = self._open_entry(key, source=source, kind=kind)
         if volume is not None:
             self._remember(volume)
-            if volume.sagittal is None and self._wants_sagittal(volume):
-                self._start_sagittal_build(volume)
         else:
             volume = self._convert_or_reuse(key, source=source, kind=kind)
         self._touch(volume)
@@ -337,7 +321,7 @@ class VolumeCache:
         )
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait for background cache writes (and sagittal copies) of this instance to finish."""
+        """Wait for background cache writes of this instance to finish."""
         while True:
             with self._mutex:
                 threads = [t for t in self._pending.values() if t is not threading.current_thread()]
@@ -347,22 +331,6 @@ class VolumeCache:
                 thread.join(timeout)
             if timeout is not None:
                 return
-
-    def verify(self, volume: CachedVolume) -> bool:
-        """Re-read the cache file (and the sagittal copy, if committed) and compare their CRC-32
-        with the sidecars'."""
-        meta = self._read_meta(volume.directory)
-        if meta is None:
-            return False
-        try:
-            stored = np.load(volume.directory / DATA_FILE, mmap_mode="r")
-        except (OSError, ValueError):
-            return False
-        if self._checksum(stored) != meta["crc32"]:
-            return False
-        if not (volume.directory / SAGITTAL_META_FILE).exists():
-            return True
-        return self._open_sagittal(volume.directory, meta, check_crc=True) is not None
 
     def entries(self) -> list[CacheEntry]:
         """All cache directories with their size on disk and last use."""
@@ -431,31 +399,29 @@ class VolumeCache:
         return meta if isinstance(meta, dict) and meta.get("format") == FORMAT_VERSION else None
 
     def _open_entry(self, key: str, *, source: SourceIdentity, kind: str) -> CachedVolume | None:
-        """Memory-map an existing, intact entry; None if absent or damaged (then rebuilt)."""
+        """Open an existing, intact entry's store; None if absent or damaged (then rebuilt)."""
         directory = self._entry_dir(key)
         meta = self._read_meta(directory)
         if meta is None:
             return None
-        data_path = directory / DATA_FILE
         try:
             if meta["source"] != source.__dict__ or meta["kind"] != kind:
                 raise ValueError("sidecar describes another source")
-            if data_path.stat().st_size != meta["data_bytes"]:
-                raise ValueError(
-                    f"{data_path.stat().st_size} bytes, sidecar says {meta['data_bytes']}"
-                )
-            stored = np.load(data_path, mmap_mode="r")
-            if list(stored.shape) != meta["storage_shape"] or stored.dtype.str != meta["dtype"]:
-                raise ValueError(f"{stored.shape} {stored.dtype} does not match the sidecar")
-            if self.verify_checksum and self._checksum(stored) != meta["crc32"]:
-                raise ValueError("checksum mismatch")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            stored = open_store(
+                directory / DATA_FILE,
+                shape=tuple(meta["shape_ras"]),
+                dtype=meta["dtype"],
+                size=meta["data_bytes"],
+                crc32=meta["crc32"] if self.verify_checksum else None,
+                slabs=self.slabs,
+            )
+        except (StoreError, ValueError, KeyError, TypeError) as exc:
             logger.warning("volume cache entry %s is damaged (%s); rebuilding", directory, exc)
             return None
-        volume = CachedVolume(
+        return CachedVolume(
             key=key,
             kind=kind,
-            data=stored.T,  # (k, j, i) storage -> RAS (i, j, k) view
+            data=stored,
             affine=np.array(meta["affine"], dtype=np.float64),
             spacing=tuple(meta["spacing"]),
             intensity_range=tuple(meta["intensity_range"]),
@@ -464,10 +430,6 @@ class VolumeCache:
             directory=directory,
             persisted=True,
         )
-        if self._wants_sagittal(volume):
-            volume.sagittal = self._open_sagittal(directory, meta, check_crc=self.verify_checksum)
-            self._sagittal_checked[key] = time.monotonic()
-        return volume
 
     def _remember(self, volume: CachedVolume) -> None:
         with self._mutex:
@@ -522,23 +484,19 @@ class VolumeCache:
                 self._after_commit(persisted)
             finally:
                 os.close(lock)
-            if self._wants_sagittal(persisted):  # in the background: tiles need not wait
-                self._start_background(key, self._build_sagittal_if_free, persisted)
             return persisted
-        # Remember the in-memory copy before the writer can swap in the memmapped one.
+        # Remember the in-memory copy before the writer can swap in the open store.
         self._remember(volume)
         self._start_background(key, self._write_behind, volume, lock)
         return volume
 
-    def _start_background(self, key: str, target, *args, if_idle: bool = False) -> None:
+    def _start_background(self, key: str, target, *args) -> None:
         """Run ``target(*args)`` in a (non-daemon: the interpreter finishes it before exiting)
-        thread that :meth:`wait` joins; with ``if_idle``, only if none runs for ``key``."""
+        thread that :meth:`wait` joins."""
         thread = threading.Thread(
             target=self._background, args=(key, target, *args), name=f"volume-cache-{key}"
         )
         with self._mutex:
-            if if_idle and key in self._pending:
-                return
             self._pending[key] = thread
         thread.start()
 
@@ -560,8 +518,6 @@ class VolumeCache:
             self._after_commit(persisted)
         finally:
             os.close(lock)
-        if self._wants_sagittal(persisted):
-            self._build_sagittal_if_free(persisted)
 
     def _after_commit(self, volume: CachedVolume) -> None:
         """Lock still held: drop older versions of the source, keep the cache under its limit."""
@@ -604,48 +560,26 @@ class VolumeCache:
             persisted=False,
         )
 
-    @staticmethod
-    def _checksum(storage: np.ndarray) -> int:
-        value = 0
-        step = max(1, _WRITE_CHUNK_BYTES // max(1, storage[0].nbytes))
-        for k0 in range(0, storage.shape[0], step):
-            value = crc32(np.ascontiguousarray(storage[k0 : k0 + step]), value)
-        return value
-
     def _persist(self, volume: CachedVolume, lock: int) -> CachedVolume:
-        """Write the cache file and sidecar atomically and swap the memmapped copy in for the
-        in-memory one; the lock stays held. On failure: log, clean up, release the lock, raise."""
+        """Write the store and sidecar atomically and swap the open store in for the in-memory
+        volume; the lock stays held. On failure: log, clean up, release the lock, raise."""
         started = time.perf_counter()
         directory = volume.directory
-        storage = volume.data.T  # RAS (i, j, k) -> (k, j, i) C order
         data_path = directory / DATA_FILE
-        temp = temp_name(data_path)
         try:
-            value = 0
-            with open(temp, "wb") as handle:
-                np.lib.format.write_array_header_1_0(
-                    handle,
-                    {
-                        "descr": np.lib.format.dtype_to_descr(storage.dtype),
-                        "fortran_order": False,
-                        "shape": storage.shape,
-                    },
-                )
-                step = max(1, _WRITE_CHUNK_BYTES // max(1, storage[0].nbytes))
-                for k0 in range(0, storage.shape[0], step):
-                    chunk = np.ascontiguousarray(storage[k0 : k0 + step])  # no copy for RAS files
-                    value = crc32(chunk, value)
-                    handle.write(chunk.data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, data_path)
+            value = write_store(data_path, volume.data.T, layout=self.layout)  # RAS -> (k, j, i)
             meta = {
                 "format": FORMAT_VERSION,
                 "kind": volume.kind,
                 "layout": LAYOUT,
+                "store": {
+                    "chunks": list(self.layout.chunks),
+                    "blocks": list(self.layout.blocks),
+                    "codec": self.layout.codec,
+                    "clevel": self.layout.clevel,
+                },
                 "shape_ras": list(volume.shape),
-                "storage_shape": list(storage.shape),
-                "dtype": storage.dtype.str,
+                "dtype": volume.data.dtype.str,
                 "affine": volume.affine.tolist(),
                 "spacing": list(volume.spacing),
                 "intensity_range": list(volume.intensity_range),
@@ -660,10 +594,9 @@ class VolumeCache:
             fsync_dir(directory)
             persisted = self._open_entry(volume.key, source=volume.source, kind=volume.kind)
             if persisted is None:
-                raise VolumeError(f"cache entry {directory} unreadable right after writing")
+                raise StoreError(f"cache entry {directory} unreadable right after writing")
         except BaseException:
             logger.exception("writing volume cache entry %s failed", directory)
-            temp.unlink(missing_ok=True)
             (directory / META_FILE).unlink(missing_ok=True)
             self._forget(volume.key)
             os.close(lock)
@@ -671,139 +604,11 @@ class VolumeCache:
         persisted.projections.update(volume.projections)
         with self._mutex:
             if self._open.get(volume.key) in (None, volume):
-                self._open[volume.key] = persisted  # swap the in-memory copy for the memmap
+                self._open[volume.key] = persisted  # swap the in-memory copy for the store
         logger.info(
             "cached %s in %s (%.2f s)", volume.source.path, directory, time.perf_counter() - started
         )
         return persisted
-
-    # ----------------------------------------------------------------- sagittal copies
-
-    def _wants_sagittal(self, volume: CachedVolume) -> bool:
-        return self.sagittal_min_bytes is not None and volume.data.nbytes >= self.sagittal_min_bytes
-
-    def _open_sagittal(self, directory: Path, meta: dict, *, check_crc: bool) -> np.ndarray | None:
-        """The committed sagittal copy of the entry whose sidecar is ``meta``, memory-mapped;
-        None if absent or damaged."""
-        path = directory / SAGITTAL_FILE
-        try:
-            side = json.loads((directory / SAGITTAL_META_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            logger.warning("sagittal copy in %s is damaged (%s); rebuilding", directory, exc)
-            return None
-        try:
-            z, y, x = meta["storage_shape"]
-            if side.get("format") != FORMAT_VERSION or side.get("layout") != SAGITTAL_LAYOUT:
-                raise ValueError("unknown sidecar format")
-            if side["volume_crc32"] != meta["crc32"]:
-                raise ValueError("made from another version of the volume")
-            if path.stat().st_size != side["data_bytes"]:
-                raise ValueError(f"{path.stat().st_size} bytes, sidecar says {side['data_bytes']}")
-            copy = np.load(path, mmap_mode="r")
-            if copy.shape != (x, z, y) or copy.dtype.str != meta["dtype"]:
-                raise ValueError(f"{copy.shape} {copy.dtype} does not match the volume")
-            if check_crc and self._checksum(copy) != side["crc32"]:
-                raise ValueError("checksum mismatch")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("sagittal copy in %s is damaged (%s); rebuilding", directory, exc)
-            return None
-        return copy
-
-    def _look_for_sagittal(self, volume: CachedVolume) -> None:
-        """An open volume without a sagittal copy: attach one committed meanwhile (perhaps by
-        another process), or start building it; at most every ``sagittal_poll_s``."""
-        if not self._wants_sagittal(volume):
-            return
-        now = time.monotonic()
-        if now - self._sagittal_checked.get(volume.key, -np.inf) < self.sagittal_poll_s:
-            return
-        self._sagittal_checked[volume.key] = now
-        meta = self._read_meta(volume.directory)
-        if meta is None:
-            return
-        volume.sagittal = self._open_sagittal(
-            volume.directory, meta, check_crc=self.verify_checksum
-        )
-        if volume.sagittal is None:
-            self._start_sagittal_build(volume)
-
-    def _start_sagittal_build(self, volume: CachedVolume) -> None:
-        # Not while this process writes the entry or builds its copy already.
-        self._start_background(volume.key, self._build_sagittal_if_free, volume, if_idle=True)
-
-    def _sagittal_lock(self, key: str, *, blocking: bool) -> int | None:
-        return lock_file(self._locks_dir / f"{key}.sagittal.lock", blocking=blocking)
-
-    def _build_sagittal_if_free(self, volume: CachedVolume) -> None:
-        """Build the sagittal copy of a committed entry unless another process (or thread) is
-        building it now (it is then looked for later); evict afterwards (the entry grew)."""
-        lock = self._sagittal_lock(volume.key, blocking=False)
-        if lock is None:
-            return
-        try:
-            meta = self._read_meta(volume.directory)
-            if meta is None:
-                return  # evicted or rebuilt meanwhile
-            if (volume.directory / SAGITTAL_META_FILE).exists():  # built by another process?
-                volume.sagittal = self._open_sagittal(
-                    volume.directory, meta, check_crc=self.verify_checksum
-                )
-                if volume.sagittal is not None:
-                    return
-            built = self._build_sagittal(volume, meta)
-        finally:
-            os.close(lock)
-        if built:
-            self.evict(protect=(volume.key,))
-
-    def _build_sagittal(self, volume: CachedVolume, meta: dict) -> bool:
-        """Write ``sagittal.npy`` and its sidecar atomically and attach the copy to ``volume``
-        (its sagittal lock is held); False (logged) if the entry is gone or the write fails."""
-        started = time.perf_counter()
-        directory = volume.directory
-        for name in (SAGITTAL_META_FILE, SAGITTAL_FILE):  # uncommit a damaged copy first
-            (directory / name).unlink(missing_ok=True)
-        for leftover in directory.glob(f"{SAGITTAL_FILE}.tmp-*"):  # a crashed build's
-            leftover.unlink(missing_ok=True)
-        path = directory / SAGITTAL_FILE
-        temp = temp_name(path)
-        try:
-            storage = np.load(directory / DATA_FILE, mmap_mode="r")  # (k, j, i)
-            value, source_crc = write_sagittal_copy(storage, temp)
-            if source_crc != meta["crc32"]:  # never copy a damaged volume.npy
-                raise VolumeError(f"{directory / DATA_FILE} does not match its checksum")
-            os.replace(temp, path)
-            side = {
-                "format": FORMAT_VERSION,
-                "layout": SAGITTAL_LAYOUT,
-                "storage_shape": [storage.shape[2], storage.shape[0], storage.shape[1]],
-                "dtype": storage.dtype.str,
-                "data_bytes": path.stat().st_size,
-                "crc32": value,
-                "volume_crc32": meta["crc32"],
-            }
-            write_atomic(directory / SAGITTAL_META_FILE, json.dumps(side, indent=1).encode())
-            fsync_dir(directory)
-            copy = self._open_sagittal(directory, meta, check_crc=False)
-            if copy is None:
-                raise VolumeError(f"sagittal copy in {directory} unreadable right after writing")
-        except VolumeError as exc:
-            logger.warning("no sagittal copy in %s: %s", directory, exc)
-            temp.unlink(missing_ok=True)
-            return False
-        except (OSError, ValueError):
-            logger.exception("writing the sagittal copy in %s failed", directory)
-            temp.unlink(missing_ok=True)
-            return False
-        volume.sagittal = copy
-        with self._mutex:
-            current = self._open.get(volume.key)
-        if current is not None and current is not volume and current.directory == directory:
-            current.sagittal = copy
-        logger.info("sagittal copy of %s in %.2f s", directory, time.perf_counter() - started)
-        return True
 
     # ----------------------------------------------------------------- projections, deletion
 
@@ -844,10 +649,6 @@ class VolumeCache:
         lock = self._lock(key, blocking=False)
         if lock is None:
             return False  # being converted right now
-        sagittal_lock = self._sagittal_lock(key, blocking=False)
-        if sagittal_lock is None:
-            os.close(lock)
-            return False  # its sagittal copy is being built right now
         try:
             directory = self._entry_dir(key)
             if if_last_used is not _ANY and _last_used(directory) != if_last_used:
@@ -855,9 +656,7 @@ class VolumeCache:
             (directory / META_FILE).unlink(missing_ok=True)  # uncommit first
             shutil.rmtree(directory, ignore_errors=True)
             self._lock_path(key).unlink(missing_ok=True)
-            (self._locks_dir / f"{key}.sagittal.lock").unlink(missing_ok=True)
         finally:
-            os.close(sagittal_lock)
             os.close(lock)
         self._forget(key)
         return True
@@ -869,38 +668,6 @@ def _last_used(directory: Path) -> float | None:
         return (directory / META_FILE).stat().st_mtime
     except FileNotFoundError:
         return None
-
-
-def write_sagittal_copy(storage: np.ndarray, path: Path) -> tuple[int, int]:
-    """Write the sagittal tiles of a (k, j, i)-stored volume as an (i, row, col) ``.npy`` at
-    ``path`` (fsynced), ``out[i] == display.slice_tile(storage.T, plane="sagittal", index=i)``;
-    returns (CRC-32 of the copy's array bytes, CRC-32 of ``storage``'s).
-
-    Reads the source once, sequentially, in chunks of a few whole k-slices, and scatters each
-    into the output's rows: tile row ``r`` is ``k = Z-1-r`` and column ``c`` is ``j = Y-1-c``.
-    """
-    z, y, x = storage.shape
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=storage.dtype, shape=(x, z, y))
-    try:
-        source_crc = 0
-        for k0 in range(0, z, _SAGITTAL_CHUNK_SLICES):
-            k1 = min(z, k0 + _SAGITTAL_CHUNK_SLICES)
-            chunk = np.ascontiguousarray(storage[k0:k1])
-            source_crc = crc32(chunk, source_crc)
-            out[:, z - k1 : z - k0, :] = chunk[::-1, ::-1, :].transpose(2, 0, 1)
-        out.flush()
-        copy_crc = 0
-        step = max(1, _WRITE_CHUNK_BYTES // max(1, out[0].nbytes))
-        for i0 in range(0, x, step):
-            copy_crc = crc32(out[i0 : i0 + step], copy_crc)
-    finally:
-        del out
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return copy_crc, source_crc
 
 
 def _lower_thread_priority() -> None:

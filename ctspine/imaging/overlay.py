@@ -172,8 +172,8 @@ def blend_labels(
     lut = _visible_lut(alpha, visible)  # checks the visible values
     if alpha == 0:
         return grey
-    # One gather of a strided tile (e.g. a sagittal slice before its contiguous copy exists:
-    # ~5 ms) instead of one per pass below; ~0.1 ms for the other planes' tiles.
+    # One gather of a strided tile instead of one per pass below (tiles from the volume store
+    # are contiguous already: then no copy).
     labels = np.ascontiguousarray(labels)
     if outline:
         labels = _shown(labels, visible, outline=True)

@@ -13,8 +13,9 @@ a vertebra. For
 the ray (axial seen from the feet: lowest k; coronal seen from the front: highest j; sagittal
 seen from the patient's left: lowest i).
 
-The volume is read in chunks of whole k-slices, so memmapped volumes stored slice by slice (the
-volume cache's layout) stream through memory once without a full-size temporary.
+Volumes are numpy arrays or anything sliced the same way that returns arrays (the volume store's
+:class:`~ctspine.volume_store.StoredVolume`). They are read in blocks of whole k-slices, so a
+stored volume is decoded block by block, once, without a full-size temporary.
 """
 
 from __future__ import annotations
@@ -70,28 +71,33 @@ def slab_range(*, count: int, spacing_mm: float, center: int, thickness_mm: floa
     return Slab(start=max(0, start), stop=min(count, start + n))
 
 
-def whole(volume: np.ndarray, *, plane: str) -> Slab:
+def whole(volume, *, plane: str) -> Slab:
     """The slab covering the whole volume along ``plane``'s normal."""
     return _whole_axis(volume, NORMAL_AXIS[check_plane(plane)])
 
 
-def _whole_axis(volume: np.ndarray, axis: int) -> Slab:
+def _whole_axis(volume, axis: int) -> Slab:
     return Slab(start=0, stop=volume.shape[axis])
 
 
-def _check_slab(volume: np.ndarray, axis: int, slab: Slab) -> None:
+def _check_slab(volume, axis: int, slab: Slab) -> None:
     if not 0 <= slab.start < slab.stop <= volume.shape[axis]:
         raise ValueError(f"slab {slab.start}-{slab.stop} outside 0-{volume.shape[axis]}")
 
 
-def _k_chunks(shape: tuple[int, int, int]):
-    step = max(1, _CHUNK_VOXELS // (shape[0] * shape[1]))
-    for k0 in range(0, shape[2], step):
-        yield slice(k0, min(shape[2], k0 + step))
-
-
-def _restrict(volume: np.ndarray, axis: int, slab: Slab) -> np.ndarray:
-    return volume[(slice(None),) * axis + (slice(slab.start, slab.stop),)]
+def _blocks(volumes: tuple, axis: int, slab: Slab):
+    """Read the slab of each volume in ranges of whole k-slices: yields (k range relative to the
+    slab, one decoded block per volume). A volume with a ``k_step`` (a compressed store) is read
+    that many slices at a time, so each of its blocks is decoded once."""
+    bounds = [slice(0, n) for n in volumes[0].shape]
+    bounds[axis] = slice(slab.start, slab.stop)
+    k0, k1 = bounds[2].start, bounds[2].stop
+    plane_voxels = (bounds[0].stop - bounds[0].start) * (bounds[1].stop - bounds[1].start)
+    step = getattr(volumes[0], "k_step", None) or max(1, _CHUNK_VOXELS // plane_voxels)
+    for k in range(k0, k1, step):
+        ks = slice(k, min(k1, k + step))
+        blocks = tuple(np.asarray(volume[bounds[0], bounds[1], ks]) for volume in volumes)
+        yield slice(ks.start - k0, ks.stop - k0), blocks
 
 
 def _reduce(block: np.ndarray, mode: str, axis: int) -> np.ndarray:
@@ -102,35 +108,36 @@ def _reduce(block: np.ndarray, mode: str, axis: int) -> np.ndarray:
     return block.sum(axis=axis, dtype=np.float64)
 
 
-def _project_section(volume: np.ndarray, *, axis: int, mode: str, slab: Slab) -> np.ndarray:
+def _section_shape(volume, axis: int, slab: Slab) -> list[int]:
+    shape = list(volume.shape)
+    shape[axis] = slab.count
+    del shape[axis]
+    return shape
+
+
+def _project_section(volume, *, axis: int, mode: str, slab: Slab) -> np.ndarray:
     """Projection as a RAS section (the two remaining axes in order), not yet display-oriented."""
-    sub = _restrict(volume, axis, slab)
-    if axis == 2:
-        result = None
-        for ks in _k_chunks(sub.shape):
-            part = _reduce(sub[:, :, ks], mode, 2)
+    result = None
+    for ks, (block,) in _blocks((volume,), axis, slab):
+        part = _reduce(block, mode, axis)
+        if axis != 2:  # every ray lies inside the block: fill its columns
             if result is None:
-                result = part
-            elif mode == "mip":
-                np.maximum(result, part, out=result)
-            elif mode == "minip":
-                np.minimum(result, part, out=result)
-            else:
-                result += part
-    else:
-        shape = tuple(n for a, n in enumerate(sub.shape) if a != axis)
-        dtype = np.float64 if mode == "mean" else sub.dtype
-        result = np.empty(shape, dtype=dtype)
-        for ks in _k_chunks(sub.shape):
-            result[:, ks] = _reduce(sub[:, :, ks], mode, axis)
+                result = np.empty(_section_shape(volume, axis, slab), dtype=part.dtype)
+            result[:, ks] = part
+        elif result is None:
+            result = part
+        elif mode == "mip":
+            np.maximum(result, part, out=result)
+        elif mode == "minip":
+            np.minimum(result, part, out=result)
+        else:
+            result += part
     if mode == "mean":
         return (result / slab.count).astype(np.float32)
     return result
 
 
-def project(
-    volume: np.ndarray, *, plane: str, mode: str = "mip", slab: Slab | None = None
-) -> np.ndarray:
+def project(volume, *, plane: str, mode: str = "mip", slab: Slab | None = None) -> np.ndarray:
     """Project a RAS+ ``volume`` along ``plane``'s normal over ``slab`` (default: whole volume).
 
     Returns a display-oriented tile (like :func:`.display.slice_tile`); MIP/MinIP keep the input
@@ -162,43 +169,43 @@ def _nearest_labelled(labels: np.ndarray, axis: int, highest: bool) -> np.ndarra
     return np.where(found, picked, 0).squeeze(axis).astype(np.uint8)
 
 
-def _labelled_section(
-    image: np.ndarray, labels: np.ndarray, *, axis: int, mode: str, slab: Slab
-) -> tuple[np.ndarray, np.ndarray]:
-    """(intensity section, label section) as RAS sections, not yet display-oriented."""
-    image = _restrict(image, axis, slab)
-    labels = _restrict(labels, axis, slab)
-    best = _project_section(image, axis=axis, mode=mode, slab=_whole_axis(image, axis))
-    out_labels = np.zeros(best.shape, dtype=np.uint8)
+def _labelled_section(image, labels, *, axis: int, mode: str, slab: Slab):
+    """(intensity section, label section) as RAS sections, not yet display-oriented; one pass
+    over the volumes, block by block."""
+    best = out_labels = None
+    for ks, (block, label_block) in _blocks((image, labels), axis, slab):
+        part = _reduce(block, mode, axis)
+        if mode == "mean":
+            # coronal is seen from the front: the highest j is nearest
+            part_labels = _nearest_labelled(label_block, axis, highest=axis == 1)
+        else:  # the largest label among the voxels that produced the projected value
+            target = np.expand_dims(part, axis)
+            part_labels = np.where(block == target, label_block, 0).max(axis=axis)
+        if axis != 2:  # every ray lies inside the block: fill its columns
+            if best is None:
+                shape = _section_shape(image, axis, slab)
+                best = np.empty(shape, dtype=part.dtype)
+                out_labels = np.empty(shape, dtype=np.uint8)
+            best[:, ks], out_labels[:, ks] = part, part_labels
+        elif best is None:
+            best, out_labels = part, part_labels.astype(np.uint8)
+        elif mode == "mean":  # ascending k: a label found earlier is nearer the feet
+            best += part
+            np.copyto(out_labels, part_labels, where=out_labels == 0)
+        else:  # rays continue across blocks: merge with what earlier blocks found
+            better = part > best if mode == "mip" else part < best
+            tied = part == best
+            np.copyto(out_labels, np.maximum(out_labels, part_labels), where=tied)
+            np.copyto(out_labels, part_labels, where=better)
+            np.copyto(best, part, where=better)
     if mode == "mean":
-        highest = axis == 1  # coronal is seen from the front: the highest j is nearest
-        for ks in _k_chunks(image.shape):  # ascending k: for axial the first found is nearest
-            part = _nearest_labelled(labels[:, :, ks], axis, highest=highest)
-            if axis == 2:
-                np.copyto(out_labels, part, where=out_labels == 0)
-            else:
-                out_labels[:, ks] = part
-        return best, out_labels
-    # Two streaming passes instead of an arg-max (numpy's arg-max along an outer axis copies and
-    # is ~10x slower): the projection first, then the largest label among voxels equal to it.
-    # The comparison target keeps the block's memory order: a mismatched one is ~30x slower.
-    fortran = image.strides[0] < image.strides[2]
-    whole_target = np.asarray(best, order="F" if fortran else "C")[:, :, None]
-    reduce = np.max if mode == "mip" else np.min
-    for ks in _k_chunks(image.shape):
-        block = image[:, :, ks]
-        target = whole_target if axis == 2 else reduce(block, axis=axis, keepdims=True)
-        source = np.where(block == target, labels[:, :, ks], 0).max(axis=axis)
-        if axis == 2:
-            np.maximum(out_labels, source, out=out_labels)
-        else:
-            out_labels[:, ks] = source
+        best = (best / slab.count).astype(np.float32)
     return best, out_labels
 
 
 def project_with_labels(
-    image: np.ndarray,
-    labels: np.ndarray,
+    image,
+    labels,
     *,
     plane: str,
     mode: str = "mip",

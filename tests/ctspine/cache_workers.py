@@ -28,4 +28,4 @@ def get_volume(root: str, source: str, counter: str, barrier, results) -> None:
     barrier.wait()
     volume = cache.get(source)
     cache.wait()
-    results.put((os.getpid(), volume.shape, int(volume.data.astype("int64").sum())))
+    results.put((os.getpid(), volume.shape, int(volume.read().astype("int64").sum())))

@@ -253,18 +253,17 @@ def test_case_changes_apply_to_the_next_tile_request(client, lps_case):
     assert client.get(url).status_code == 200
 
 
-def test_sagittal_tiles_are_the_same_from_the_sagittal_copy(
-    client, lps_case, ingested_phantom, monkeypatch
+def test_sagittal_tiles_are_the_same_before_and_after_the_store_is_written(
+    client, lps_case, ingested_phantom
 ):
     from ctspine.imaging.display import slice_tile
     from ctspine.imaging.render import DisplayOptions, compose_tile
     from ctspine.imaging.windowing import apply_window, window_preset
+    from ctspine.volume_store import StoredVolume
     from viewer.tiles.volumes import volume_cache
 
     case, image, labels = lps_case
     cache = volume_cache()
-    monkeypatch.setattr(cache, "sagittal_min_bytes", 0)  # copy these small volumes too
-    monkeypatch.setattr(cache, "sagittal_poll_s", 0)
     options = DisplayOptions(window=window_preset("bone"), opacity=0.7)
     indices = range(0, image.shape[0], 7)
     expected = [
@@ -276,13 +275,11 @@ def test_sagittal_tiles_are_the_same_from_the_sagittal_copy(
         for i in indices
     ]
     url = f"/api/cases/{case.case_id}/slices/sagittal/{{}}.png"
-    for index, want in zip(indices, expected, strict=True):  # strided view, or copy meanwhile
+    for index, want in zip(indices, expected, strict=True):  # decoded copy, or store meanwhile
         assert np.array_equal(_png(client.get(url.format(index), {"opacity": 0.7})), want)
-    cache.wait()  # the copies are built in the background after the first request
-    client.get(url.format(0))  # open volumes pick up copies built meanwhile
-    cache.wait()
+    cache.wait()  # the stores are written in the background after the first request
     for path, kind in ((case.image_path, "image"), (case.label_path, "label")):
-        assert cache.get(ingested_phantom / path, kind=kind).sagittal is not None
+        assert isinstance(cache.get(ingested_phantom / path, kind=kind).data, StoredVolume)
     for index, want in zip(indices, expected, strict=True):
         assert np.array_equal(_png(client.get(url.format(index), {"opacity": 0.7})), want)
     assert any(want.ndim == 3 for want in expected)  # some tiles with labels drawn

@@ -318,10 +318,10 @@ def voxel_response(request, volumes: VolumeSet):
     body = {
         "voxel": list(voxel),
         "world_mm": [round(c, 3) for c in display.voxel_to_world(affine=image.affine, voxel=voxel)],
-        "hu": float(image.data[voxel]),
+        "hu": float(image.voxel(voxel)),
     }
     for layer, path in (("label", volumes.labels), ("reference", volumes.reference)):
         if path is not None:
-            value = int(cache.get(path, kind="label").data[voxel])
+            value = int(cache.get(path, kind="label").voxel(voxel))
             body[layer] = {"value": value, "name": LABEL_BY_VALUE[value].name if value else None}
     return JsonResponse(body)

@@ -17,12 +17,15 @@ _caches: dict[tuple[str, int], VolumeCache] = {}
 
 
 def volume_cache() -> VolumeCache:
-    """One VolumeCache per process (it keeps memmaps open, which is what makes tiles cheap)."""
+    """One VolumeCache per process (it keeps stores open and recently decoded slabs in memory,
+    which is what makes neighbouring tiles cheap)."""
     key = (str(settings.CTSPINE_CACHE_DIR), int(settings.CTSPINE_CACHE_MAX_GB * 1024**3))
     with _lock:
         cache = _caches.get(key)
         if cache is None:
-            cache = _caches[key] = VolumeCache(key[0], key[1])
+            cache = _caches[key] = VolumeCache(
+                key[0], key[1], slab_cache_bytes=settings.CTSPINE_SLAB_CACHE_MB << 20
+            )
         return cache
 
 
