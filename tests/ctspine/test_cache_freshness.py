@@ -46,19 +46,19 @@ def test_same_size_rewrite_serves_the_new_pixels(tmp_path, write_behind):
     source = write_nifti(tmp_path / "ct.nii", data, affine)
     cache = VolumeCache(tmp_path / "cache", max_bytes=1 << 30, write_behind=write_behind)
     first = cache.get(source)
-    assert np.array_equal(first.data, data)
+    assert np.array_equal(first.read(), data)
     cache.wait()
     changed = data.copy()
     changed[:, :, 0] = 999  # the bottom slice
     _rewrite_same_size(source, changed, affine)
     second = cache.get(source)
-    assert np.array_equal(second.data, changed)
+    assert np.array_equal(second.read(), changed)
     assert second.key != first.key
     cache.wait()
     assert [entry.key for entry in cache.entries()] == [second.key]  # the stale one is gone
     # Another process (a cache instance of its own) sees the new pixels too.
     other = VolumeCache(tmp_path / "cache", max_bytes=1 << 30)
-    assert np.array_equal(other.get(source).data, changed)
+    assert np.array_equal(other.get(source).read(), changed)
 
 
 def test_eviction_never_deletes_an_entry_committed_after_its_snapshot(tmp_path, monkeypatch):
