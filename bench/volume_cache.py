@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -33,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ctspine.atomic import atomic_write  # noqa: E402
 from ctspine.imaging import display, encode, windowing  # noqa: E402
 from ctspine.imaging.volume_io import read_volume  # noqa: E402
 from ctspine.volume_cache import VolumeCache, write_sagittal_copy  # noqa: E402
@@ -228,7 +230,7 @@ def run(work: Path, shape: tuple[int, int, int], rounds: int) -> None:
     stored = np.load(cache_file, mmap_mode="r")
     plain_path = work / "plain_ijk.npy"
     np.save(plain_path, np.ascontiguousarray(stored.T))  # plain (i, j, k) C order
-    t_sag, _ = timed(write_sagittal_copy, stored, work / "sagittal.npy")
+    t_sag, _ = timed(atomic_write, work / "sagittal.npy", partial(write_sagittal_copy, stored))
     pencil_path = work / "pencils.npy"
     t_pencil = build_pencils(stored, pencil_path)
     shape_ras = stored.shape[::-1]

@@ -62,10 +62,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from ctspine.atomic import fsync_dir, lock_file, save_npy_atomic, temp_name, write_atomic
+from ctspine.atomic import atomic_write, fsync_dir, lock_file
 from ctspine.imaging import display, projection
 from ctspine.imaging.volume_io import KINDS, VolumeError, check_same_grid, read_volume
 
@@ -618,26 +619,26 @@ class VolumeCache:
         directory = volume.directory
         storage = volume.data.T  # RAS (i, j, k) -> (k, j, i) C order
         data_path = directory / DATA_FILE
-        temp = temp_name(data_path)
+        crc = 0
+
+        def write_storage(handle) -> None:
+            nonlocal crc
+            np.lib.format.write_array_header_1_0(
+                handle,
+                {
+                    "descr": np.lib.format.dtype_to_descr(storage.dtype),
+                    "fortran_order": False,
+                    "shape": storage.shape,
+                },
+            )
+            step = max(1, _WRITE_CHUNK_BYTES // max(1, storage[0].nbytes))
+            for k0 in range(0, storage.shape[0], step):
+                chunk = np.ascontiguousarray(storage[k0 : k0 + step])  # no copy for RAS files
+                crc = crc32(chunk, crc)
+                handle.write(chunk.data)
+
         try:
-            value = 0
-            with open(temp, "wb") as handle:
-                np.lib.format.write_array_header_1_0(
-                    handle,
-                    {
-                        "descr": np.lib.format.dtype_to_descr(storage.dtype),
-                        "fortran_order": False,
-                        "shape": storage.shape,
-                    },
-                )
-                step = max(1, _WRITE_CHUNK_BYTES // max(1, storage[0].nbytes))
-                for k0 in range(0, storage.shape[0], step):
-                    chunk = np.ascontiguousarray(storage[k0 : k0 + step])  # no copy for RAS files
-                    value = crc32(chunk, value)
-                    handle.write(chunk.data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, data_path)
+            atomic_write(data_path, write_storage)
             meta = {
                 "format": FORMAT_VERSION,
                 "kind": volume.kind,
@@ -652,17 +653,16 @@ class VolumeCache:
                 "source": volume.source.__dict__,
                 "data_file": DATA_FILE,
                 "data_bytes": data_path.stat().st_size,
-                "crc32": value,
+                "crc32": crc,
                 "created_unix": time.time(),
             }
-            write_atomic(directory / META_FILE, json.dumps(meta, indent=1).encode())
+            atomic_write(directory / META_FILE, json.dumps(meta, indent=1).encode())
             fsync_dir(directory)
             persisted = self._open_entry(volume.key, source=volume.source, kind=volume.kind)
             if persisted is None:
                 raise VolumeError(f"cache entry {directory} unreadable right after writing")
         except BaseException:
             logger.exception("writing volume cache entry %s failed", directory)
-            temp.unlink(missing_ok=True)
             (directory / META_FILE).unlink(missing_ok=True)
             self._forget(volume.key)
             os.close(lock)
@@ -767,13 +767,17 @@ class VolumeCache:
         for leftover in directory.glob(f"{SAGITTAL_FILE}.tmp-*"):  # a crashed build's
             leftover.unlink(missing_ok=True)
         path = directory / SAGITTAL_FILE
-        temp = temp_name(path)
         try:
             storage = np.load(directory / DATA_FILE, mmap_mode="r")  # (k, j, i)
-            value, source_crc = write_sagittal_copy(storage, temp)
-            if source_crc != meta["crc32"]:  # never copy a damaged volume.npy
-                raise VolumeError(f"{directory / DATA_FILE} does not match its checksum")
-            os.replace(temp, path)
+            value = 0
+
+            def write_copy(handle) -> None:
+                nonlocal value
+                value, source_crc = write_sagittal_copy(storage, handle)
+                if source_crc != meta["crc32"]:  # never copy a damaged volume.npy
+                    raise VolumeError(f"{directory / DATA_FILE} does not match its checksum")
+
+            atomic_write(path, write_copy)
             side = {
                 "format": FORMAT_VERSION,
                 "layout": SAGITTAL_LAYOUT,
@@ -783,18 +787,16 @@ class VolumeCache:
                 "crc32": value,
                 "volume_crc32": meta["crc32"],
             }
-            write_atomic(directory / SAGITTAL_META_FILE, json.dumps(side, indent=1).encode())
+            atomic_write(directory / SAGITTAL_META_FILE, json.dumps(side, indent=1).encode())
             fsync_dir(directory)
             copy = self._open_sagittal(directory, meta, check_crc=False)
             if copy is None:
                 raise VolumeError(f"sagittal copy in {directory} unreadable right after writing")
         except VolumeError as exc:
             logger.warning("no sagittal copy in %s: %s", directory, exc)
-            temp.unlink(missing_ok=True)
             return False
         except (OSError, ValueError):
             logger.exception("writing the sagittal copy in %s failed", directory)
-            temp.unlink(missing_ok=True)
             return False
         volume.sagittal = copy
         with self._mutex:
@@ -824,7 +826,9 @@ class VolumeCache:
     def _store_projection(self, volume: CachedVolume, name: str, tile: np.ndarray) -> None:
         volume.projections[name] = tile
         try:
-            save_npy_atomic(volume.directory / name, tile)
+            atomic_write(
+                volume.directory / name, lambda handle: np.save(handle, tile, allow_pickle=False)
+            )
         except FileNotFoundError:
             pass  # the entry was evicted meanwhile; the in-memory copy still serves
 
@@ -856,16 +860,26 @@ class VolumeCache:
         return True
 
 
-def write_sagittal_copy(storage: np.ndarray, path: Path) -> tuple[int, int]:
-    """Write the sagittal tiles of a (k, j, i)-stored volume as an (i, row, col) ``.npy`` at
-    ``path`` (fsynced), ``out[i] == display.slice_tile(storage.T, plane="sagittal", index=i)``;
-    returns (CRC-32 of the copy's array bytes, CRC-32 of ``storage``'s).
+def write_sagittal_copy(storage: np.ndarray, handle: BinaryIO) -> tuple[int, int]:
+    """Write the sagittal tiles of a (k, j, i)-stored volume as an (i, row, col) ``.npy`` into
+    ``handle`` (a file opened ``w+b``), ``out[i] == display.slice_tile(storage.T,
+    plane="sagittal", index=i)``; returns (CRC-32 of the copy's array bytes, CRC-32 of
+    ``storage``'s).
 
     Reads the source once, sequentially, in chunks of a few whole k-slices, and scatters each
     into the output's rows: tile row ``r`` is ``k = Z-1-r`` and column ``c`` is ``j = Y-1-c``.
     """
     z, y, x = storage.shape
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=storage.dtype, shape=(x, z, y))
+    np.lib.format.write_array_header_1_0(
+        handle,
+        {
+            "descr": np.lib.format.dtype_to_descr(storage.dtype),
+            "fortran_order": False,
+            "shape": (x, z, y),
+        },
+    )
+    handle.flush()
+    out = np.memmap(handle, mode="r+", dtype=storage.dtype, shape=(x, z, y), offset=handle.tell())
     try:
         source_crc = 0
         for k0 in range(0, z, _SAGITTAL_CHUNK_SLICES):
@@ -880,11 +894,6 @@ def write_sagittal_copy(storage: np.ndarray, path: Path) -> tuple[int, int]:
             copy_crc = crc32(out[i0 : i0 + step], copy_crc)
     finally:
         del out
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return copy_crc, source_crc
 
 

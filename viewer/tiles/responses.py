@@ -11,7 +11,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.utils.http import quote_etag
 
-from ctspine.atomic import write_atomic
+from ctspine.atomic import atomic_write
 from ctspine.imaging import display
 from ctspine.imaging.projection import Slab, project, project_with_labels, slab_range
 from ctspine.imaging.render import render_tile
@@ -233,7 +233,7 @@ def thumbnail_bytes(volumes: VolumeSet, *, fmt: str = "png", version: str | None
         tile=tile, labels=label_tile, spacing=image.pixel_spacing(plane="coronal"), fmt=fmt
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, encoded.data)
+    atomic_write(path, encoded.data)
     return encoded.data
 
 
