@@ -6,8 +6,10 @@ from __future__ import annotations
 import django_filters
 from django import forms
 
+from ctspine.dataset.layout import SOURCES
+from ctspine.dataset.metadata import ANOMALIES, POSITIONS, SPLITS
 from ctspine.labels import LABEL_BY_VALUE, parse_label
-from viewer.models import ANOMALIES, POSITIONS, SOURCES, SPLITS, Case
+from viewer.models import Case
 
 
 class LabelListWidget(forms.TextInput):

@@ -7,11 +7,6 @@ from django.db.models import F
 
 from ctspine.labels import LABEL_BY_VALUE, mask_of, values_of
 
-SOURCES = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19", "VerSe")
-SPLITS = ("train", "test_public", "test_private")
-ANOMALIES = ("lumbarization", "sacralization")
-POSITIONS = ("prone", "supine")
-
 
 class CaseQuerySet(models.QuerySet):
     """Every filter of the search API and the browse page is defined here, once."""

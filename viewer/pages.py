@@ -6,10 +6,12 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render
 
+from ctspine.dataset.layout import DATASET_SOURCES
+from ctspine.dataset.metadata import ANOMALIES, POSITIONS, SPLITS
 from ctspine.labels import LABELS
 from viewer.facets import facet_counts
 from viewer.filters import CaseFilter
-from viewer.models import ANOMALIES, POSITIONS, SOURCES, SPLITS, Case
+from viewer.models import Case
 from viewer.permissions import dataset_visible_to
 
 PAGE_SIZE = 50
@@ -41,7 +43,7 @@ def browse(request):
         "ordering": request.GET.get("ordering", ""),
         "selected": {name: request.GET.getlist(name) for name in ("source", "split", "vertebra")},
         "choices": {
-            "source": SOURCES[:4],
+            "source": DATASET_SOURCES,
             "split": SPLITS,
             "anomaly": (*ANOMALIES, "any", "none"),
             "position": POSITIONS,
