@@ -10,7 +10,6 @@ from rest_framework.views import APIView
 
 from evaluation.models import EvaluationRun
 from evaluation.reports import run_header, run_report, select_cases
-from viewer.api.catalog import FILTER_PARAMETERS
 
 
 class RunList(APIView):
@@ -33,7 +32,6 @@ class RunDetail(APIView):
     @extend_schema(
         operation_id="evaluations_detail",
         parameters=[
-            *FILTER_PARAMETERS,
             OpenApiParameter("worst", int, description="worst cases per vertebra (default 3)"),
         ],
         responses=dict,

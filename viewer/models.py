@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import F
+from django.urls import reverse
 
 from ctspine.labels import LABEL_BY_VALUE, mask_of, values_of
 
@@ -106,6 +107,9 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return self.case_id
+
+    def get_absolute_url(self) -> str:
+        return reverse("viewer:case", args=[self.case_id])
 
     @property
     def vertebra_values(self) -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render
 
@@ -12,7 +11,7 @@ from ctspine.labels import LABELS
 from viewer.facets import facet_counts
 from viewer.filters import CaseFilter
 from viewer.models import Case
-from viewer.permissions import dataset_visible_to
+from viewer.permissions import dataset_page
 
 PAGE_SIZE = 50
 SORTABLE = [
@@ -26,9 +25,8 @@ SORTABLE = [
 ]
 
 
+@dataset_page
 def browse(request):
-    if not dataset_visible_to(request.user):
-        return redirect_to_login(request.get_full_path())
     case_filter = CaseFilter(request.GET, queryset=Case.objects.all())
     valid = case_filter.is_valid()
     cases = case_filter.qs if valid else Case.objects.none()
@@ -53,8 +51,7 @@ def browse(request):
     return render(request, "viewer/browse.html", context, status=200 if valid else 400)
 
 
+@dataset_page
 def case_page(request, case_id: str):
-    if not dataset_visible_to(request.user):
-        return redirect_to_login(request.get_full_path())
     case = get_object_or_404(Case.objects.prefetch_related("vertebrae"), case_id=case_id)
     return render(request, "viewer/case.html", {"case": case, "labels": LABELS})
