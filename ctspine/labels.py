@@ -64,10 +64,6 @@ def parse_label(token: str) -> int:
     raise ValueError(f"unknown vertebra label {token!r}: use C1-C7, T1-T12, L1-L6 or 1-25")
 
 
-def labels_in_region(region: str) -> tuple[int, ...]:
-    return tuple(label.value for label in LABELS if label.region == region)
-
-
 def colour_lut(alpha: int = 255) -> np.ndarray:
     """RGBA lookup table of shape (26, 4), uint8; row 0 (background) is fully transparent."""
     lut = np.zeros((MAX_LABEL + 1, 4), dtype=np.uint8)

@@ -68,7 +68,7 @@ import numpy as np
 
 from ctspine.atomic import atomic_write, fsync_dir, lock_file
 from ctspine.imaging import display, projection
-from ctspine.imaging.volume_io import KINDS, VolumeError, check_same_grid, read_volume
+from ctspine.imaging.volume_io import KINDS, VolumeError, read_volume
 
 try:  # ISA-L's CRC-32 is ~7x faster than zlib's; same polynomial, same values.
     from isal.isal_zlib import crc32
@@ -286,20 +286,6 @@ class VolumeCache:
                 raise results[request]
         return [results[request] for request in sources]
 
-    def get_pair(
-        self, image_path: str | os.PathLike, label_path: str | os.PathLike
-    ) -> tuple[CachedVolume, CachedVolume]:
-        """An image and its label map, checked to share one voxel grid (VolumeError if not);
-        decoded in parallel when neither is cached."""
-        image, labels = self.get_many([(image_path, "image"), (label_path, "label")])
-        check_same_grid(
-            image_shape=image.shape,
-            image_affine=image.affine,
-            label_shape=labels.shape,
-            label_affine=labels.affine,
-        )
-        return image, labels
-
     def projection(self, volume: CachedVolume, *, plane: str, mode: str = "mip") -> np.ndarray:
         """Whole-volume ``mode`` projection along ``plane``'s normal, display-oriented; computed
         once, then kept beside the volume (and in memory) for later requests."""
@@ -348,22 +334,6 @@ class VolumeCache:
             if timeout is not None:
                 return
 
-    def verify(self, volume: CachedVolume) -> bool:
-        """Re-read the cache file (and the sagittal copy, if committed) and compare their CRC-32
-        with the sidecars'."""
-        meta = self._read_meta(volume.directory)
-        if meta is None:
-            return False
-        try:
-            stored = np.load(volume.directory / DATA_FILE, mmap_mode="r")
-        except (OSError, ValueError):
-            return False
-        if self._checksum(stored) != meta["crc32"]:
-            return False
-        if not (volume.directory / SAGITTAL_META_FILE).exists():
-            return True
-        return self._open_sagittal(volume.directory, meta, check_crc=True) is not None
-
     def entries(self) -> list[CacheEntry]:
         """All cache directories with their size on disk and last use."""
         found = []
@@ -384,10 +354,6 @@ class VolumeCache:
                 )
             )
         return found
-
-    def total_bytes(self) -> int:
-        """Bytes on disk of all cache entries."""
-        return sum(entry.size_bytes for entry in self.entries())
 
     def evict(self, *, protect: tuple[str, ...] = ()) -> list[str]:
         """Delete least recently used entries until the cache fits ``max_bytes``; returns the keys

@@ -33,27 +33,8 @@ class CaseQuerySet(models.QuerySet):
             return self
         return self.annotate(_vmask=F("vertebra_mask").bitand(mask)).filter(_vmask=mask)
 
-    def slices_between(self, low: int | None, high: int | None):
-        qs = self
-        if low is not None:
-            qs = qs.filter(dim_z__gte=low)
-        if high is not None:
-            qs = qs.filter(dim_z__lte=high)
-        return qs
-
-    def z_spacing_between(self, low: float | None, high: float | None):
-        qs = self
-        if low is not None:
-            qs = qs.filter(spacing_z__gte=low)
-        if high is not None:
-            qs = qs.filter(spacing_z__lte=high)
-        return qs
-
     def id_contains(self, text: str):
         return self.filter(case_id__icontains=text)
-
-    def with_problems(self):
-        return self.exclude(error="")
 
 
 class Case(models.Model):

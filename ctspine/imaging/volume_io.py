@@ -378,34 +378,3 @@ def check_same_grid(
             f"label affine differs from the image affine by up to {worst:.4g} mm"
             f" (tolerance {tolerance_mm:g} mm)"
         )
-
-
-def read_pair(
-    image_path: str | os.PathLike, label_path: str | os.PathLike
-) -> tuple[Volume, Volume]:
-    """Read an image and its label map as RAS+, checking that they share one voxel grid."""
-    image = read_volume(image_path, kind="image")
-    label = read_volume(label_path, kind="label")
-    check_same_grid(
-        image_shape=image.data.shape,
-        image_affine=image.affine,
-        label_shape=label.data.shape,
-        label_affine=label.affine,
-    )
-    return image, label
-
-
-__all__ = [
-    "HeaderInfo",
-    "Volume",
-    "VolumeError",
-    "check_same_grid",
-    "check_truncation",
-    "check_truncation_of",
-    "decode_nifti",
-    "read_header_info",
-    "read_pair",
-    "read_volume",
-    "to_ras",
-    "validate_labels",
-]

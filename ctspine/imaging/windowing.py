@@ -70,8 +70,3 @@ def apply_window(values: np.ndarray, *, width: float, level: float) -> np.ndarra
     if np.asarray(values).dtype.kind == "f":  # only float input can hold NaN
         np.nan_to_num(work, copy=False, nan=0.0)
     return work.astype(np.uint8)
-
-
-def window_image(values: np.ndarray, *, window: Window) -> np.ndarray:
-    """:func:`apply_window` with a :class:`Window`."""
-    return apply_window(values, width=window.width, level=window.level)
