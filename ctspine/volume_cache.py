@@ -1,6 +1,6 @@
 """A disk cache of decoded volumes that serves any slice of any plane without decoding again.
 
-Decoding a CT ``.nii.gz`` takes most of a second; the first :meth:`VolumeCache.get` of a file
+Decoding a CT ``.nii.gz`` is slow; the first :meth:`VolumeCache.get` of a file
 decodes it once (:func:`.volume_io.read_volume`, ISA-L gzip) and writes it to the cache; every
 later access memory-maps the cached copy.
 
@@ -9,16 +9,15 @@ Layout (one directory per source file and kind, ``<root>/volumes/<key>/``):
 - ``volume.npy``: the RAS+ volume stored in (k, j, i) C order, i.e. RAS (i, j, k) in Fortran
   order, exactly how NIfTI stores a RAS volume, so a RAS file is written without any reshuffle and
   ``CachedVolume.data`` is a plain strided RAS view that projections and other code can use.
-  Measured by ``bench/volume_cache.py`` on a 512 x 512 x 500 int16 CT (warm page cache, p50 to a
-  contiguous display tile): axial 0.12 ms, coronal 0.4 ms, sagittal 4.6 ms, against a plain
-  (i, j, k) memmap's 4.5 / 0.8 / 0.2 ms. A (k/8, i/8, j, 8, 8) block layout (0.7 / 0.5 / 0.7 ms,
-  ~1.1 s to build) was not taken: it loses the RAS array view.
+  Axial and coronal tiles are cheap from it, sagittal ones a strided gather (``bench/volume_cache.py``
+  compares it with a plain (i, j, k) memmap and a block layout, which was not taken: it loses the
+  RAS array view).
 - ``sagittal.npy`` + ``sagittal.json`` (volumes of at least ``sagittal_min_bytes``, images and
   labels alike): every sagittal tile in display orientation, stored (i, row, col) C order, so
-  ``sagittal[i]`` *is* the tile, contiguous (~0.1 ms instead of a strided gather of 4-12 ms for
-  512 x 512 x 500, once for the image and once for the labels; a warm sagittal PNG tile through
-  Django takes ~2 ms with it, ~11 ms without). It doubles the entry's disk use and takes ~1-2 s
-  to build, so it is built in the background once ``volume.npy`` is committed, at lowered CPU
+  ``sagittal[i]`` *is* the tile, contiguous, instead of a strided gather, once for the image and
+  once for the labels (``bench/tiles.py`` serves sagittal tiles with and without it). It doubles
+  the entry's disk use and takes a second or two to build for a full-size CT, so it is built in
+  the background once ``volume.npy`` is committed, at lowered CPU
   priority; until it exists sagittal tiles come from the strided view. The build reads
   ``volume.npy`` once, checking its CRC-32 on the way (a damaged volume is never copied). ``sagittal.json`` (written last: its commit marker) holds its shape, dtype, byte
   size, CRC-32 and the CRC-32 of the ``volume.npy`` it was made from. A missing, damaged (size,
@@ -70,7 +69,7 @@ from ctspine.atomic import atomic_write, fsync_dir, lock_file
 from ctspine.imaging import display, projection
 from ctspine.imaging.volume_io import KINDS, VolumeError, read_volume
 
-try:  # ISA-L's CRC-32 is ~7x faster than zlib's; same polynomial, same values.
+try:  # ISA-L's CRC-32 is faster than zlib's; same polynomial, same values.
     from isal.isal_zlib import crc32
 except ImportError:  # pragma: no cover
     from zlib import crc32
@@ -85,7 +84,7 @@ SAGITTAL_FILE = "sagittal.npy"
 SAGITTAL_META_FILE = "sagittal.json"
 SAGITTAL_LAYOUT = "sagittal-display"
 _WRITE_CHUNK_BYTES = 16 << 20
-_SAGITTAL_CHUNK_SLICES = 4  # k-slices per copy step (~1 s for 512 x 512 x 500 int16)
+_SAGITTAL_CHUNK_SLICES = 4  # k-slices per copy step
 _BACKGROUND_NICENESS = 10
 
 

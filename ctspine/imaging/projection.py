@@ -179,9 +179,9 @@ def _labelled_section(
             else:
                 out_labels[:, ks] = part
         return best, out_labels
-    # Two streaming passes instead of an arg-max (numpy's arg-max along an outer axis copies and
-    # is ~10x slower): the projection first, then the largest label among voxels equal to it.
-    # The comparison target keeps the block's memory order: a mismatched one is ~30x slower.
+    # Two streaming passes instead of an arg-max (numpy's arg-max along an outer axis copies):
+    # the projection first, then the largest label among voxels equal to it. The comparison
+    # target keeps the block's memory order: a mismatched one walks memory out of order.
     fortran = image.strides[0] < image.strides[2]
     whole_target = np.asarray(best, order="F" if fortran else "C")[:, :, None]
     reduce = np.max if mode == "mip" else np.min

@@ -5,8 +5,8 @@ toward the patient's Right, j toward Anterior, k toward Superior. Spacing is in 
 (i, j, k) order. Affines map RAS voxel indices to world (scanner RAS) coordinates in mm.
 
 Gzip is decoded with ISA-L (``isal.igzip.decompress`` of the whole file, then ``np.frombuffer``
-after the header): on a 262 MB CT this is ~2.5x faster than nibabel's stdlib-gzip load (see
-``bench/volume_cache.py``), and the voxel data is never copied.
+after the header): faster than nibabel's stdlib-gzip load (``bench/volume_cache.py`` measures
+both), and the voxel data is never copied.
 """
 
 from __future__ import annotations

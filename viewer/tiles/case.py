@@ -2,9 +2,9 @@
 
 Every request reads the case's row afresh (so a case marked failed or not downloaded stops being
 served at once) and checks the permission, but with one plain SELECT of the few columns tiles
-need (~0.02 ms against ~0.4 ms for the ORM's ``filter().first()``: a warm PNG tile takes ~2-3 ms
-in all). Resolving the files inside the data root (symlinks, ~0.1 ms) is remembered per process
-for a few seconds, keyed by the root and the row's paths.
+need: the ORM's queryset machinery for the same row adds more than 10 % to a warm tile
+(``bench/tiles.py`` prints the ratio). Resolving the files inside the data root (symlinks) is
+remembered per process for a few seconds, keyed by the root and the row's paths.
 """
 
 from __future__ import annotations
