@@ -2,9 +2,9 @@
 
 PNG is written here, not by Pillow: each row gets the PNG "Sub" filter (difference to the pixel
 on its left, one vectorised numpy subtraction for the whole tile) and the rows are deflated by
-ISA-L (``isal.isal_zlib``, level 1), several times faster than Pillow's PNG writer at compress
-level 1 for files of about the same size (``bench/encode.py`` measures both). Any PNG decoder
-reads them (standard IHDR/IDAT/IEND, 8-bit, no interlace).
+ISA-L (``isal.isal_zlib``, level 1): many times faster than Pillow's PNG writer at compress
+level 1, for files no larger (``bench/hand_written.py`` measures both). Any PNG decoder reads
+them (standard IHDR/IDAT/IEND, 8-bit, no interlace).
 
 WebP and JPEG go through Pillow: JPEG quality 85, lossy WebP quality 80 at ``method`` 1
 (libwebp's effort: much faster than Pillow's default method 4, for files about a quarter larger,
