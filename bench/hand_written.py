@@ -1,14 +1,11 @@
-"""Hand-written speed-ups in ctspine/imaging against the library calls they replace.
+"""Hand-written speed-ups in ctspine/imaging against the library calls they replace, on a
+full-size phantom CT (512 x 512 x ~500 int16) and its tiles, rounds interleaved, medians; the
+ratio is library / hand-written (above 1: the hand-written code is faster).
 
-1. NIfTI decoding (``volume_io.decode_nifti``: ISA-L decompression, header parsed by
-   ``nib.Nifti1Header``, voxels by ``np.frombuffer`` on the decompressed bytes, no copy) against
-   ISA-L decompression + ``nibabel.Nifti1Image.from_bytes`` + ``dataobj.get_unscaled()``.
-2. PNG encoding (``encode.encode_png``: Sub filter in numpy, ISA-L deflate level 1, chunks
-   written by hand) against Pillow's PNG writer at compress level 1 (its fastest deflate), for
-   grey tiles and RGB tiles with the label overlay.
-
-Both on a full-size phantom CT (512 x 512 x ~500 int16) and its tiles, rounds interleaved;
-medians, with the ratio library / hand-written (above 1: the hand-written code is faster).
+1. ``volume_io.decode_nifti`` (header by ``nib.Nifti1Header``, voxels by ``np.frombuffer`` on the
+   ISA-L-decompressed bytes) against ``nibabel.Nifti1Image.from_bytes`` on the same bytes.
+2. ``encode.encode_png`` (Sub filter in numpy, ISA-L deflate, chunks by hand) against Pillow's PNG
+   writer at compress level 1, for grey tiles and RGB tiles with the label overlay.
 
 Run: .venv/bin/python bench/hand_written.py [--rounds 5]
 """

@@ -16,7 +16,6 @@ _TABLE = json.loads((Path(__file__).with_name("labels.json")).read_text())
 MAX_LABEL = 25
 L6 = 25
 LUMBAR_LABELS = tuple(range(20, 26))
-REGIONS = ("cervical", "thoracic", "lumbar")
 
 
 @dataclass(frozen=True)

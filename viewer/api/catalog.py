@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import ValidationError
@@ -58,20 +60,10 @@ class CaseDetail(RetrieveAPIView):
 class LabelTable(APIView):
     @extend_schema(responses=dict)
     def get(self, request):
-        return Response(
-            [
-                {"value": lab.value, "name": lab.name, "region": lab.region, "colour": lab.colour}
-                for lab in LABELS
-            ]
-        )
+        return Response([asdict(label) for label in LABELS])
 
 
 class WindowPresets(APIView):
     @extend_schema(responses=dict)
     def get(self, request):
-        return Response(
-            [
-                {"name": p.name, "title": p.title, "width": p.width, "level": p.level}
-                for p in WINDOW_PRESETS.values()
-            ]
-        )
+        return Response([asdict(preset) for preset in WINDOW_PRESETS.values()])

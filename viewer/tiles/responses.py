@@ -4,6 +4,7 @@ with its prediction). Views resolve what to show and call one function here."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -284,10 +285,7 @@ def volume_response(request, volumes: VolumeSet, *, centroids_mm: dict[int, tupl
         "has_labels": volumes.labels is not None,
         "layers": list(volumes.layers),
         "vertebrae": vertebrae,
-        "windows": [
-            {"name": p.name, "title": p.title, "width": p.width, "level": p.level}
-            for p in WINDOW_PRESETS.values()
-        ],
+        "windows": [asdict(preset) for preset in WINDOW_PRESETS.values()],
     }
     response = JsonResponse(body, json_dumps_params={"separators": (",", ":")})
     response["Cache-Control"] = "private, no-cache"
