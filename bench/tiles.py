@@ -3,6 +3,8 @@
 Prints, beside the baseline "nibabel loads the .nii.gz and slices it" measured in the same run:
 - warm tile latency p50/p95 per plane (bone window, overlay on; PNG and WebP) via Django's test
   client, stepping through 60 neighbouring slices;
+- warm axial PNG tile p50 with the case row read by the app's hand-written SELECT against the
+  ORM's ``Case.objects.only(...).get()`` (the simpler alternative), interleaved;
 - time to the first tile of an uncached volume (``--rounds`` times, interleaved with the
   baseline; medians);
 - whole-volume MIP: first request and served from cache;
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import timeit
 import urllib.request
 
 import nibabel as nib
@@ -136,6 +139,8 @@ def run(args, workdir):
     for ext in ("png", "webp"):
         for plane, count in counts.items():
             warm_tiles(f"{plane} {ext}", plane, count, ext)
+    case_row_lookup(client, base, case.dim_z)
+
     t = time.perf_counter()
     client.get(f"{base}/projections/coronal.png", {"mode": "mip"})
     mip_first = (time.perf_counter() - t) * 1000
@@ -156,6 +161,52 @@ def run(args, workdir):
     print()
     for server in args.servers.split(","):
         load_test(case, counts, root, baseline, server, clients=args.clients, seconds=args.seconds)
+
+
+def orm_case_row(case_id: str):
+    """The Case row a tile needs read by the ORM: the simpler alternative to the app's SELECT."""
+    from viewer.models import Case
+    from viewer.tiles.case import _CASE_FIELDS
+
+    try:
+        return Case.objects.only(*_CASE_FIELDS).get(case_id=case_id)
+    except Case.DoesNotExist:
+        return None
+
+
+def case_row_lookup(client, base, slices, rounds=5, tiles=60):
+    """Warm axial PNG p50 with the app's raw SELECT of the case row vs the ORM's ``.only().get()``,
+    rounds interleaved; and the lookups alone (best of 5 x 2000 calls)."""
+    from viewer.tiles import case as case_tiles
+
+    raw = case_tiles._case_row
+    case_id = base.rstrip("/").rsplit("/", 1)[-1]
+    p50s = {"orm": [], "raw": []}
+    try:
+        for _ in range(rounds):
+            for name, lookup in (("orm", orm_case_row), ("raw", raw)):
+                case_tiles._case_row = lookup
+                samples = []
+                for index in range(slices // 4, slices // 4 + tiles):
+                    t = time.perf_counter()
+                    response = client.get(f"{base}/slices/axial/{index}.png", {"window": "bone"})
+                    samples.append((time.perf_counter() - t) * 1000)
+                    assert response.status_code == 200
+                p50s[name].append(percentiles(samples)[0])
+    finally:
+        case_tiles._case_row = raw
+    orm_p50, raw_p50 = statistics.median(p50s["orm"]), statistics.median(p50s["raw"])
+    alone = {
+        name: min(timeit.repeat(lambda f=f: f(case_id), number=2000, repeat=5)) / 2
+        for name, f in (("orm", orm_case_row), ("raw", raw))
+    }
+    print(
+        f"| axial png, case row by the ORM (.only().get()) instead of the raw SELECT | "
+        f"{orm_p50:.2f} | | {orm_p50 / raw_p50:.3f} x the raw SELECT's {raw_p50:.2f} ms "
+        f"(medians of {rounds} interleaved rounds of {tiles} tiles); the lookup alone "
+        f"{alone['orm']:.3f} ms vs {alone['raw']:.3f} ms, a difference of "
+        f"{(alone['orm'] - alone['raw']) / raw_p50:.0%} of the tile | |"
+    )
 
 
 def gunicorn_options(server: str) -> list[str]:

@@ -1,7 +1,8 @@
-"""Small file-system primitives for the volume cache: atomic writes and per-key flock locks.
+"""Atomic file writes and per-key ``flock`` locks, for every writer in the project.
 
-Atomic means: write a temporary file in the same directory, fsync it, then ``os.replace`` it over
-the target, so readers see the old file or the new one, never a half-written one.
+Atomic means: write a temporary file with a unique name in the same directory, fsync it, then
+``os.replace`` it over the target, so readers see the old file or the new one, never a
+half-written one, and two writers never share a temporary file.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
+from typing import BinaryIO
 
 TMP_MARK = ".tmp-"
 
@@ -21,6 +22,30 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def atomic_write(path: Path, content: bytes | Callable[[BinaryIO], object]) -> Path:
+    """Replace ``path`` with ``content`` atomically; returns ``path``.
+
+    ``content`` is the bytes to write, or a callable that writes them into the binary file it is
+    given (opened ``w+b``, so it may also seek, read back or memory-map it). Whatever the callable
+    raises aborts the write: the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    temp = temp_name(path)
+    try:
+        with open(temp, "w+b") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def fsync_dir(directory: Path) -> None:
     """fsync a directory so that renames inside it survive a crash."""
     fd = os.open(directory, os.O_RDONLY)
@@ -28,34 +53,6 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Replace ``path`` with ``payload`` atomically (temporary file, fsync, rename)."""
-    temp = temp_name(path)
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """Replace ``path`` with ``array`` in ``.npy`` format atomically."""
-    temp = temp_name(path)
-    try:
-        with open(temp, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def lock_file(path: Path, *, blocking: bool = True) -> int | None:

@@ -16,7 +16,6 @@ _TABLE = json.loads((Path(__file__).with_name("labels.json")).read_text())
 MAX_LABEL = 25
 L6 = 25
 LUMBAR_LABELS = tuple(range(20, 26))
-REGIONS = ("cervical", "thoracic", "lumbar")
 
 
 @dataclass(frozen=True)
@@ -62,10 +61,6 @@ def parse_label(token: str) -> int:
     elif token.upper() in LABEL_BY_NAME:
         return LABEL_BY_NAME[token.upper()].value
     raise ValueError(f"unknown vertebra label {token!r}: use C1-C7, T1-T12, L1-L6 or 1-25")
-
-
-def labels_in_region(region: str) -> tuple[int, ...]:
-    return tuple(label.value for label in LABELS if label.region == region)
 
 
 def colour_lut(alpha: int = 255) -> np.ndarray:

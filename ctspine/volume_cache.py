@@ -49,9 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ctspine.atomic import fsync_dir, lock_file, save_npy_atomic, write_atomic
+from ctspine.atomic import atomic_write, fsync_dir, lock_file
 from ctspine.imaging import display, projection
-from ctspine.imaging.volume_io import KINDS, VolumeError, check_same_grid, read_volume
+from ctspine.imaging.volume_io import KINDS, VolumeError, read_volume
 from ctspine.volume_store import (
     DEFAULT_LAYOUT,
     DecodedSlabs,
@@ -270,20 +270,6 @@ class VolumeCache:
                 raise results[request]
         return [results[request] for request in sources]
 
-    def get_pair(
-        self, image_path: str | os.PathLike, label_path: str | os.PathLike
-    ) -> tuple[CachedVolume, CachedVolume]:
-        """An image and its label map, checked to share one voxel grid (VolumeError if not);
-        decoded in parallel when neither is cached."""
-        image, labels = self.get_many([(image_path, "image"), (label_path, "label")])
-        check_same_grid(
-            image_shape=image.shape,
-            image_affine=image.affine,
-            label_shape=labels.shape,
-            label_affine=labels.affine,
-        )
-        return image, labels
-
     def projection(self, volume: CachedVolume, *, plane: str, mode: str = "mip") -> np.ndarray:
         """Whole-volume ``mode`` projection along ``plane``'s normal, display-oriented; computed
         once, then kept beside the volume (and in memory) for later requests."""
@@ -352,10 +338,6 @@ class VolumeCache:
                 )
             )
         return found
-
-    def total_bytes(self) -> int:
-        """Bytes on disk of all cache entries."""
-        return sum(entry.size_bytes for entry in self.entries())
 
     def evict(self, *, protect: tuple[str, ...] = ()) -> list[str]:
         """Delete least recently used entries until the cache fits ``max_bytes``; returns the keys
@@ -590,7 +572,7 @@ class VolumeCache:
                 "crc32": value,
                 "created_unix": time.time(),
             }
-            write_atomic(directory / META_FILE, json.dumps(meta, indent=1).encode())
+            atomic_write(directory / META_FILE, json.dumps(meta, indent=1).encode())
             fsync_dir(directory)
             persisted = self._open_entry(volume.key, source=volume.source, kind=volume.kind)
             if persisted is None:
@@ -630,7 +612,9 @@ class VolumeCache:
     def _store_projection(self, volume: CachedVolume, name: str, tile: np.ndarray) -> None:
         volume.projections[name] = tile
         try:
-            save_npy_atomic(volume.directory / name, tile)
+            atomic_write(
+                volume.directory / name, lambda handle: np.save(handle, tile, allow_pickle=False)
+            )
         except FileNotFoundError:
             pass  # the entry was evicted meanwhile; the in-memory copy still serves
 

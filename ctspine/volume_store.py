@@ -28,7 +28,7 @@ from pathlib import Path
 import blosc2
 import numpy as np
 
-from ctspine.atomic import fsync_dir, write_atomic
+from ctspine.atomic import atomic_write, fsync_dir
 from ctspine.imaging import display
 from ctspine.imaging.volume_io import VolumeError
 
@@ -91,7 +91,7 @@ def write_store(
     frame = blosc2.asarray(
         np.ascontiguousarray(storage), chunks=chunks, blocks=blocks, cparams=layout.cparams()
     ).to_cframe()
-    write_atomic(path, frame)
+    atomic_write(path, frame)
     fsync_dir(path.parent)
     return crc32(frame)
 

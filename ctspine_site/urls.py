@@ -7,8 +7,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/", include("viewer.api.urls")),
+    path("", include("viewer.urls")),  # first: its tile URLs are the most requested
     path("", include("evaluation.urls")),
     path("", include("inference.urls")),
-    path("", include("viewer.urls")),
 ]

@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctspine.dataset.metadata import SPLITS
 from ctspine.labels import LABELS
 
 CHANNEL_SUFFIX = "_0000"
 FILE_ENDING = ".nii.gz"
-SPLITS = ("train", "test_public", "test_private")
 FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 SPLITS_FILE = "test_splits.json"
 # nnU-Net finds a dataset by the "Dataset%03d_" prefix of its folder name; the name itself

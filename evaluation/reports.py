@@ -13,12 +13,14 @@ from urllib.parse import urlencode
 
 from django.http import QueryDict
 
+from ctspine.dataset.layout import DATASET_SOURCES
+from ctspine.dataset.metadata import ANOMALIES, SPLITS
 from ctspine.labels import label_name, parse_label
 from evaluation import table2
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
 from evaluation.plots import group_plot, resolution_plot, strip_plot
 from viewer.filters import PARAMETERS, CaseFilter
-from viewer.models import ANOMALIES, SOURCES, SPLITS, Case
+from viewer.models import Case
 
 # Parameters of the run pages besides the case search ones: which vertebra's metrics to list,
 # which kind of level error, which status.
@@ -26,7 +28,7 @@ RUN_PARAMETERS = frozenset({"label", "level", "status"})
 LEVELS = ("off_by_one", "other_level", "not_found")
 FILTER_CHOICES = {
     "anomaly": (*ANOMALIES, "any", "none"),
-    "source": SOURCES[:4],  # VerSe is not part of the 1,005 cases
+    "source": DATASET_SOURCES,
     "split": SPLITS,
 }
 

@@ -1,6 +1,6 @@
 """Writing an evaluation's results as files (pure: no Django): Table 2 as CSV, one row per case
 and vertebra as CSV, and everything as JSON. Each file is written atomically
-(``ctspine.atomic.write_atomic``), so a reader never sees half a file."""
+(``ctspine.atomic.atomic_write``), so a reader never sees half a file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from ctspine.atomic import write_atomic
+from ctspine.atomic import atomic_write
 from ctspine.metrics import LabelMetrics
 from evaluation.case_metrics import PairResult
 from evaluation.table2 import Table
@@ -78,7 +78,7 @@ def _num(value: float | None) -> str:
 def write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text.encode("utf-8"))
+    atomic_write(path, text.encode("utf-8"))
     return path
 
 

@@ -1,13 +1,18 @@
-"""The case search parameters, shared by the API and the browse page. Each filter delegates to a
-``CaseQuerySet`` method, which is where its meaning is defined."""
+"""The case search parameters, shared by the search API, the browse page and the evaluation
+pages. Filters that mean more than one field lookup (anomaly, vertebra, downloaded, q) delegate
+to a ``CaseQuerySet`` method, which is where their meaning is defined; the ranges
+(``min/max_slices`` on ``dim_z``, ``min/max_z_spacing`` on ``spacing_z``) and ``position`` are
+plain field lookups. The ``help_text`` of each filter is its description in the OpenAPI schema."""
 
 from __future__ import annotations
 
 import django_filters
 from django import forms
 
-from ctspine.labels import LABEL_BY_VALUE, parse_label
-from viewer.models import ANOMALIES, POSITIONS, SOURCES, SPLITS, Case
+from ctspine.dataset.layout import SOURCES
+from ctspine.dataset.metadata import ANOMALIES, POSITIONS, SPLITS
+from ctspine.labels import parse_label
+from viewer.models import Case
 
 
 class LabelListWidget(forms.TextInput):
@@ -40,24 +45,56 @@ def _choices(values):
 
 
 class CaseFilter(django_filters.FilterSet):
-    source = django_filters.MultipleChoiceFilter(choices=_choices(SOURCES), distinct=False)
-    split = django_filters.MultipleChoiceFilter(choices=_choices(SPLITS), distinct=False)
+    source = django_filters.MultipleChoiceFilter(
+        choices=_choices(SOURCES), distinct=False, help_text="source sub-dataset (repeatable)"
+    )
+    split = django_filters.MultipleChoiceFilter(
+        choices=_choices(SPLITS), distinct=False, help_text="official split (repeatable)"
+    )
     anomaly = django_filters.ChoiceFilter(
-        choices=_choices((*ANOMALIES, "any", "none")), method="filter_anomaly"
+        choices=_choices((*ANOMALIES, "any", "none")),
+        method="filter_anomaly",
+        help_text="transitional vertebra",
     )
     anomaly_source = django_filters.ChoiceFilter(
-        choices=_choices(("curated", "labels")), method="filter_nothing"
+        choices=_choices(("curated", "labels")),
+        method="filter_nothing",
+        help_text="curated (published lists, default) or labels (label-derived hint)",
     )
-    vertebra = LabelListFilter(method="filter_vertebra", label="Vertebrae (all present)")
+    vertebra = LabelListFilter(
+        method="filter_vertebra",
+        label="Vertebrae (all present)",
+        help_text="C1..L6 or 1..25, comma-separated or repeated; all must be present",
+    )
     downloaded = django_filters.ChoiceFilter(
         choices=_choices(("true", "false")), method="filter_downloaded"
     )
-    min_slices = django_filters.NumberFilter(field_name="dim_z", lookup_expr="gte", min_value=0)
-    max_slices = django_filters.NumberFilter(field_name="dim_z", lookup_expr="lte", min_value=0)
-    min_z_spacing = django_filters.NumberFilter(field_name="spacing_z", lookup_expr="gte")
-    max_z_spacing = django_filters.NumberFilter(field_name="spacing_z", lookup_expr="lte")
-    position = django_filters.ChoiceFilter(choices=_choices(POSITIONS), field_name="scan_position")
-    q = django_filters.CharFilter(method="filter_q", label="Case id contains")
+    min_slices = django_filters.NumberFilter(
+        field_name="dim_z",
+        lookup_expr="gte",
+        min_value=0,
+        help_text="at least this many axial slices",
+    )
+    max_slices = django_filters.NumberFilter(
+        field_name="dim_z",
+        lookup_expr="lte",
+        min_value=0,
+        help_text="at most this many axial slices",
+    )
+    min_z_spacing = django_filters.NumberFilter(
+        field_name="spacing_z", lookup_expr="gte", help_text="slice spacing at least (mm)"
+    )
+    max_z_spacing = django_filters.NumberFilter(
+        field_name="spacing_z", lookup_expr="lte", help_text="slice spacing at most (mm)"
+    )
+    position = django_filters.ChoiceFilter(
+        choices=_choices(POSITIONS),
+        field_name="scan_position",
+        help_text="patient position (from Path.csv)",
+    )
+    q = django_filters.CharFilter(
+        method="filter_q", label="Case id contains", help_text="case id contains"
+    )
     ordering = django_filters.OrderingFilter(
         fields=(
             ("case_id", "case_id"),
@@ -67,7 +104,8 @@ class CaseFilter(django_filters.FilterSet):
             ("spacing_z", "z_spacing"),
             ("curated_anomaly", "anomaly"),
             ("vertebra_mask", "vertebrae"),
-        )
+        ),
+        help_text="sort key; '-' in front for descending",
     )
 
     class Meta:
@@ -97,7 +135,3 @@ PARAMETERS = frozenset(CaseFilter.base_filters) | {"page", "page_size", "format"
 def unknown_parameters(query) -> list[str]:
     """Query parameters the search does not know (typos would otherwise be silently ignored)."""
     return sorted(set(query) - PARAMETERS)
-
-
-def vertebra_choices() -> list[tuple[int, str]]:
-    return [(value, label.name) for value, label in LABEL_BY_VALUE.items()]

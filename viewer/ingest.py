@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from ctspine.dataset.case_reader import CaseReading, file_identity, read_case
 from ctspine.dataset.layout import CaseFiles, discover_case_ids, find_case_files, source_of
-from ctspine.dataset.metadata import load_curated_anomalies, parse_path_csv, parse_split
+from ctspine.dataset.metadata import curated_anomalies, parse_path_csv, parse_split
 from ctspine.labels import mask_of
 from viewer.models import Case, VertebraStats
 
@@ -71,7 +71,7 @@ def read_catalog(root: Path) -> list[CatalogEntry]:
     split_file, path_file = root / "data_split.txt", root / "Path.csv"
     split_of = parse_split(split_file) if split_file.exists() else {}
     series = parse_path_csv(path_file) if path_file.exists() else {}
-    curated = load_curated_anomalies()
+    curated = {case_id: row.anomaly for case_id, row in curated_anomalies().items()}
     case_ids = sorted(set(split_of) | set(discover_case_ids(root)))
     entries = []
     for case_id in case_ids:

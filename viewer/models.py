@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import F
+from django.urls import reverse
 
 from ctspine.labels import LABEL_BY_VALUE, mask_of, values_of
-
-SOURCES = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19", "VerSe")
-SPLITS = ("train", "test_public", "test_private")
-ANOMALIES = ("lumbarization", "sacralization")
-POSITIONS = ("prone", "supine")
 
 
 class CaseQuerySet(models.QuerySet):
@@ -37,27 +33,8 @@ class CaseQuerySet(models.QuerySet):
             return self
         return self.annotate(_vmask=F("vertebra_mask").bitand(mask)).filter(_vmask=mask)
 
-    def slices_between(self, low: int | None, high: int | None):
-        qs = self
-        if low is not None:
-            qs = qs.filter(dim_z__gte=low)
-        if high is not None:
-            qs = qs.filter(dim_z__lte=high)
-        return qs
-
-    def z_spacing_between(self, low: float | None, high: float | None):
-        qs = self
-        if low is not None:
-            qs = qs.filter(spacing_z__gte=low)
-        if high is not None:
-            qs = qs.filter(spacing_z__lte=high)
-        return qs
-
     def id_contains(self, text: str):
         return self.filter(case_id__icontains=text)
-
-    def with_problems(self):
-        return self.exclude(error="")
 
 
 class Case(models.Model):
@@ -111,6 +88,9 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return self.case_id
+
+    def get_absolute_url(self) -> str:
+        return reverse("viewer:case", args=[self.case_id])
 
     @property
     def vertebra_values(self) -> list[int]:

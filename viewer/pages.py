@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render
 
+from ctspine.dataset.layout import DATASET_SOURCES
+from ctspine.dataset.metadata import ANOMALIES, POSITIONS, SPLITS
 from ctspine.labels import LABELS
 from viewer.facets import facet_counts
 from viewer.filters import CaseFilter
-from viewer.models import ANOMALIES, POSITIONS, SOURCES, SPLITS, Case
-from viewer.permissions import dataset_visible_to
+from viewer.models import Case
+from viewer.permissions import dataset_page
 
 PAGE_SIZE = 50
 SORTABLE = [
@@ -24,9 +25,8 @@ SORTABLE = [
 ]
 
 
+@dataset_page
 def browse(request):
-    if not dataset_visible_to(request.user):
-        return redirect_to_login(request.get_full_path())
     case_filter = CaseFilter(request.GET, queryset=Case.objects.all())
     valid = case_filter.is_valid()
     cases = case_filter.qs if valid else Case.objects.none()
@@ -41,7 +41,7 @@ def browse(request):
         "ordering": request.GET.get("ordering", ""),
         "selected": {name: request.GET.getlist(name) for name in ("source", "split", "vertebra")},
         "choices": {
-            "source": SOURCES[:4],
+            "source": DATASET_SOURCES,
             "split": SPLITS,
             "anomaly": (*ANOMALIES, "any", "none"),
             "position": POSITIONS,
@@ -51,8 +51,7 @@ def browse(request):
     return render(request, "viewer/browse.html", context, status=200 if valid else 400)
 
 
+@dataset_page
 def case_page(request, case_id: str):
-    if not dataset_visible_to(request.user):
-        return redirect_to_login(request.get_full_path())
     case = get_object_or_404(Case.objects.prefetch_related("vertebrae"), case_id=case_id)
     return render(request, "viewer/case.html", {"case": case, "labels": LABELS})

@@ -11,8 +11,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+IMAGE_DIR = "data"
+LABEL_DIR = "label"
 IMAGE_SUFFIX = ".nii.gz"
 LABEL_SUFFIX = "_seg.nii.gz"
+
+#: The 1,005 cases of CTSpine1K come from these four sub-datasets.
+DATASET_SOURCES = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19")
+#: ... and the optional Test_VerSe set from VerSe.
+SOURCES = (*DATASET_SOURCES, "VerSe")
 
 # source -> (image folders, label folders), first one is the published spelling.
 FOLDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -62,6 +69,18 @@ def resolve_inside(root: Path, relative: str | os.PathLike) -> Path:
     return candidate
 
 
+def image_path(source: str, case_id: str) -> str:
+    """Where a case's image is in the official layout (published folder spelling), relative to
+    the dataset root: ``data/<folder>/<case>.nii.gz``."""
+    return f"{IMAGE_DIR}/{FOLDERS[source][0][0]}/{case_id}{IMAGE_SUFFIX}"
+
+
+def label_path(source: str, case_id: str) -> str:
+    """Where a case's label is in the official layout (published folder spelling), relative to
+    the dataset root: ``label/<folder>/<case>_seg.nii.gz``."""
+    return f"{LABEL_DIR}/{FOLDERS[source][1][0]}/{case_id}{LABEL_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class CaseFiles:
     case_id: str
@@ -75,14 +94,18 @@ def find_case_files(root: Path, case_id: str) -> CaseFiles:
     """Locate a case's image and label in the official layout (any published folder spelling)."""
     source = source_of(case_id)
     image_folders, label_folders = FOLDERS[source]
-    image = _first_existing(root, [f"data/{f}/{case_id}{IMAGE_SUFFIX}" for f in image_folders])
-    label = _first_existing(root, [f"label/{f}/{case_id}{LABEL_SUFFIX}" for f in label_folders])
+    image = _first_existing(
+        root, [f"{IMAGE_DIR}/{f}/{case_id}{IMAGE_SUFFIX}" for f in image_folders]
+    )
+    label = _first_existing(
+        root, [f"{LABEL_DIR}/{f}/{case_id}{LABEL_SUFFIX}" for f in label_folders]
+    )
     return CaseFiles(
         case_id=case_id,
         source=source,
         image=image,
         label=label,
-        expected_image=f"data/{image_folders[0]}/{case_id}{IMAGE_SUFFIX}",
+        expected_image=image_path(source, case_id),
     )
 
 
@@ -98,7 +121,7 @@ def discover_case_ids(root: Path) -> list[str]:
     """Case ids of every image under ``data/`` whose folder belongs to a known source."""
     known = {folder for image_folders, _ in FOLDERS.values() for folder in image_folders}
     found = []
-    data = Path(root) / "data"
+    data = Path(root) / IMAGE_DIR
     if not data.is_dir():
         return found
     for folder in sorted(p for p in data.iterdir() if p.is_dir() and p.name in known):

@@ -1,19 +1,24 @@
-"""Parsers for the metadata files of a CTSpine1K download and the curated anomaly lists."""
+"""The metadata of a CTSpine1K download (``data_split.txt``, ``Path.csv``) and the curated
+transitional-vertebra lists published with the dataset: their names, parsers and writers."""
 
 from __future__ import annotations
 
 import csv
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from ctspine.dataset.layout import case_id_from_filename
 
-SPLIT_SECTIONS = {
-    "trainset:": "train",
-    "test_public:": "test_public",
-    "test_private:": "test_private",
-}
+SPLITS = ("train", "test_public", "test_private")
+#: The section header of each split in ``data_split.txt`` (without its colon).
+SPLIT_HEADERS = {"train": "trainset", "test_public": "test_public", "test_private": "test_private"}
+_SPLIT_OF_SECTION = {f"{header}:": split for split, header in SPLIT_HEADERS.items()}
+#: Transitional vertebrae: an L6 above the sacrum, or L5 fused into it.
+ANOMALIES = ("lumbarization", "sacralization")
+#: Patient position of a scan, from its series description in ``Path.csv``.
+POSITIONS = ("prone", "supine")
 ANOMALY_LIST = Path(__file__).resolve().with_name("anomalies.csv")
 
 
@@ -30,8 +35,8 @@ def parse_split(path: Path) -> dict[str, str]:
         line = raw.strip()
         if not line:
             continue
-        if line in SPLIT_SECTIONS:
-            section = SPLIT_SECTIONS[line]
+        if line in _SPLIT_OF_SECTION:
+            section = _SPLIT_OF_SECTION[line]
             continue
         if section is None:
             raise MetadataError(f"{path}:{number}: {line!r} comes before any split section")
@@ -87,7 +92,28 @@ def parse_path_csv(path: Path) -> dict[str, SeriesInfo]:
     return series
 
 
-def load_curated_anomalies(path: Path = ANOMALY_LIST) -> dict[str, str]:
-    """The published transitional-vertebra lists: {case_id: lumbarization|sacralization}."""
-    with open(path, newline="") as handle:
-        return {row["case_id"]: row["anomaly"] for row in csv.DictReader(handle)}
+@dataclass(frozen=True)
+class CuratedAnomaly:
+    """A row of the published transitional-vertebra lists (``anomalies.csv``)."""
+
+    case_id: str
+    source: str  # one of layout.SOURCES; VerSe rows belong to the separate Test_VerSe set
+    anomaly: str  # "lumbarization" or "sacralization"
+    split: str  # "train", "test_public", "test_private", or "" (VerSe rows)
+
+
+@cache
+def curated_anomalies() -> dict[str, CuratedAnomaly]:
+    """The published transitional-vertebra lists, by case id (parsed once per process)."""
+    with open(ANOMALY_LIST, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    split_of_header = {header: split for split, header in SPLIT_HEADERS.items()}
+    return {
+        row["case_id"]: CuratedAnomaly(
+            case_id=row["case_id"],
+            source=row["source"],
+            anomaly=row["anomaly"],
+            split=split_of_header[row["split"]] if row["split"] else "",
+        )
+        for row in rows
+    }

@@ -2,15 +2,13 @@
 
 PNG is written here, not by Pillow: each row gets the PNG "Sub" filter (difference to the pixel
 on its left, one vectorised numpy subtraction for the whole tile) and the rows are deflated by
-ISA-L (``isal.isal_zlib``, level 1). Measured on 512 x 512 tiles (``bench/tiles.py`` and the real
-CT samples, 2-core machine): grey ~0.35 ms vs Pillow's ~4-5 ms at compress level 1, RGB with a
-label overlay ~0.9 ms vs ~7-9 ms; the files are about the size of Pillow's level 1 (grey -2 %,
-RGB +5 to +15 %). Any PNG decoder reads them (standard IHDR/IDAT/IEND, 8-bit, no interlace).
+ISA-L (``isal.isal_zlib``, level 1): many times faster than Pillow's PNG writer at compress
+level 1, for files no larger (``bench/hand_written.py`` measures both). Any PNG decoder reads
+them (standard IHDR/IDAT/IEND, 8-bit, no interlace).
 
 WebP and JPEG go through Pillow: JPEG quality 85, lossy WebP quality 80 at ``method`` 1
-(libwebp's effort; measured on the real CT samples and the phantom, 512 x 512 with overlay:
-method 4, Pillow's default, ~13-15 ms per tile; method 2 ~5-7 ms, files +5 %; method 1
-~4-6 ms, files +25-35 % (still ~20 kB, a fifth of the PNG) at a slightly higher PSNR, +0.8 dB).
+(libwebp's effort: much faster than Pillow's default method 4, for files about a quarter larger,
+still a fraction of the PNG's; figures in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -86,7 +84,7 @@ def png_filtered_rows(array: np.ndarray) -> np.ndarray:
     channels = 1 if array.ndim == 2 else array.shape[2]
     out = np.empty((rows, 1 + cols * channels), dtype=np.uint8)
     out[:, 0] = _PNG_FILTER_SUB
-    if array.flags.c_contiguous:  # one flat subtraction per row: ~0.1 ms for 512 x 512 RGB
+    if array.flags.c_contiguous:  # one flat subtraction per row
         pixels, body = array.reshape(rows, cols * channels), out[:, 1:]
         step = channels
     else:  # any strided view (e.g. a flipped tile), without copying it first
@@ -105,7 +103,7 @@ def _deflate(data: np.ndarray, level: int) -> bytes:
 
 def encode_png(array: np.ndarray, *, compress_level: int = 1) -> bytes:
     """PNG bytes of a uint8 grey/RGB/RGBA tile; ``compress_level`` 0-9 (0: stored; 1-3: ISA-L,
-    1 is the fast default, ~0.4 ms grey / ~1 ms RGB for 512 x 512; 4-9: zlib)."""
+    1 is the fast default; 4-9: zlib)."""
     _check_tile(array)
     if not 0 <= compress_level <= 9:
         raise ValueError(f"compress_level must be 0-9, not {compress_level}")

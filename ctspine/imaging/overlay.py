@@ -2,12 +2,11 @@
 
 Tiles are 2D arrays in display orientation (rows, cols). Label values are 0 (background,
 transparent) to 25 (see :mod:`.labels`). Colours come from :func:`.labels.colour_lut` and are
-looked up with ``np.take(lut, labels, axis=0)`` (~8x faster than ``lut[labels]``).
+looked up with ``np.take(lut, labels, axis=0)`` (much faster than ``lut[labels]``).
 
 Blending over a grey tile uses one precomputed table per colour table and opacity: row
-``code * 256 + grey`` holds the blended RGB, so a whole overlay is one ``np.take`` (~0.5 ms for
-512 x 512, against ~3-7 ms for alpha-compositing the labelled pixels), with exactly
-:func:`composite`'s integer rounding.
+``code * 256 + grey`` holds the blended RGB, so a whole overlay is one ``np.take`` instead of
+alpha-compositing the labelled pixels, with exactly :func:`composite`'s integer rounding.
 """
 
 from __future__ import annotations
@@ -129,8 +128,8 @@ def _blend_table(rgba_bytes: bytes) -> np.ndarray:
 
 def _blend(grey: np.ndarray, codes: np.ndarray, rgba_lut: np.ndarray) -> np.ndarray:
     """RGB (rows, cols, 3) uint8: ``rgba_lut[codes]`` alpha-blended over the 2D ``grey`` tile,
-    one ``np.take`` in a table of all (code, grey) pairs (contiguous output, ~0.5 ms for 512 x
-    512; a packed uint32 table takes half that but its RGB view costs ~1 ms to copy out)."""
+    one ``np.take`` in a table of all (code, grey) pairs (contiguous output; a packed uint32
+    table gathers faster but its RGB view then has to be copied out)."""
     if codes.shape != grey.shape:
         raise ValueError(f"label tile {codes.shape} and grey tile {grey.shape} differ")
     table = _blend_table(np.ascontiguousarray(rgba_lut, dtype=np.uint8).tobytes())

@@ -6,13 +6,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .display import PixelSpacing, pixel_spacing
+from .display import PixelSpacing
 from .encode import EncodedImage, encode_image
 from .overlay import overlay_labels
-from .projection import project, project_with_labels
 from .windowing import Window, apply_window, window_preset
-
-THUMBNAIL_PLANE = "coronal"
 
 
 def thumbnail_size(
@@ -56,29 +53,3 @@ def render_thumbnail(
         size, resample=Image.Resampling.LANCZOS, reducing_gap=2.0
     )
     return encode_image(np.asarray(resized), fmt=fmt)
-
-
-def thumbnail_of_volume(
-    image: np.ndarray,
-    *,
-    spacing: tuple[float, float, float],
-    labels: np.ndarray | None = None,
-    max_height: int = 160,
-    max_width: int = 320,
-    fmt: str = "png",
-) -> EncodedImage:
-    """Thumbnail of a RAS+ ``image`` (HU) and optional label map: coronal MIP (labels by the MIP
-    label rule of :mod:`.projection`), bone window, physical aspect from ``spacing`` (i, j, k) mm."""
-    if labels is not None:
-        result = project_with_labels(image, labels, plane=THUMBNAIL_PLANE, mode="mip")
-        tile, label_tile = result.tile, result.labels
-    else:
-        tile, label_tile = project(image, plane=THUMBNAIL_PLANE, mode="mip"), None
-    return render_thumbnail(
-        tile=tile,
-        labels=label_tile,
-        spacing=pixel_spacing(spacing, plane=THUMBNAIL_PLANE),
-        max_height=max_height,
-        max_width=max_width,
-        fmt=fmt,
-    )

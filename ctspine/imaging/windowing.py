@@ -56,7 +56,7 @@ def resolve_window(
 def apply_window(values: np.ndarray, *, width: float, level: float) -> np.ndarray:
     """Map ``values`` (HU, any real dtype, any shape) to uint8 grey with window ``width``/``level``.
 
-    Works in one float32 temporary, in place (~0.6 ms for a 512 x 512 tile). NaN maps to 0.
+    Works in one float32 temporary, in place. NaN maps to 0.
     """
     if not width > 0:
         raise ValueError(f"window width must be > 0 HU, not {width:g}")
@@ -70,8 +70,3 @@ def apply_window(values: np.ndarray, *, width: float, level: float) -> np.ndarra
     if np.asarray(values).dtype.kind == "f":  # only float input can hold NaN
         np.nan_to_num(work, copy=False, nan=0.0)
     return work.astype(np.uint8)
-
-
-def window_image(values: np.ndarray, *, window: Window) -> np.ndarray:
-    """:func:`apply_window` with a :class:`Window`."""
-    return apply_window(values, width=window.width, level=window.level)

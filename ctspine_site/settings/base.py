@@ -132,6 +132,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "viewer.api.pagination.CasePagination",
     "DEFAULT_PERMISSION_CLASSES": ["viewer.permissions.DatasetAccess"],
+    "EXCEPTION_HANDLER": "viewer.api.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

@@ -3,6 +3,9 @@
 import pytest
 from django.core.management import call_command
 
+from ctspine.dataset.layout import DATASET_SOURCES, image_path, label_path
+from ctspine.dataset.metadata import CuratedAnomaly, curated_anomalies
+
 pytestmark = pytest.mark.django_db
 
 TABLE_1 = {
@@ -74,3 +77,19 @@ def test_browse_page_without_javascript_shows_counts_and_filters(client, metadat
     assert '<strong id="result-count">11</strong>' in html
     assert "liver_83" in html and "liver_93" in html
     assert "liver_106" not in html  # a lumbarization case
+
+
+def test_curated_anomaly_list_is_parsed_once_with_splits_named_as_in_the_catalog():
+    rows = curated_anomalies()
+    assert rows is curated_anomalies()
+    assert rows["liver_106"] == CuratedAnomaly("liver_106", "MSD-T10", "lumbarization", "train")
+    in_dataset = [r for r in rows.values() if r.source in DATASET_SOURCES]
+    assert len(in_dataset) == 17 + 11
+    assert {r.split for r in in_dataset} == {"train", "test_public", "test_private"}
+    assert {r.split for r in rows.values() if r.source == "VerSe"} == {""}
+
+
+def test_published_folder_spellings():
+    assert image_path("COLONOG", "CTC-1") == "data/colon/CTC-1.nii.gz"
+    assert label_path("COLONOG", "CTC-1") == "label/conlon/CTC-1_seg.nii.gz"
+    assert label_path("MSD-T10", "liver_1") == "label/Liver/liver_1_seg.nii.gz"

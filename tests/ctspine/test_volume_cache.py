@@ -75,25 +75,16 @@ def test_cached_volume_equals_nibabel_canonical(sample_dir, tmp_path, write_behi
 
 def test_image_pair_and_intensity_range(sample_dir, tmp_path):
     cache = VolumeCache(tmp_path / "cache", max_bytes=1 << 30)
-    image, labels = cache.get_pair(
-        sample_dir / "ts_example_ct_3mm.nii.gz", sample_dir / "ts_example_ct_3mm_vertebrae.nii.gz"
+    image, labels = cache.get_many(
+        [
+            (sample_dir / "ts_example_ct_3mm.nii.gz", "image"),
+            (sample_dir / "ts_example_ct_3mm_vertebrae.nii.gz", "label"),
+        ]
     )
     cache.wait()
     assert image.data.dtype == np.int16 and labels.data.dtype == np.uint8
     assert image.intensity_range == (-1100.0, 1207.0)
     assert image.pixel_spacing(plane="sagittal") == display.PixelSpacing(3.0, 3.0)
-
-
-def test_pair_grid_mismatch(tmp_path):
-    data, affine = phantom_ras()
-    image = write_nifti(tmp_path / "image.nii.gz", data, affine)
-    shifted = affine.copy()
-    shifted[2, 3] += 1.0
-    labels = write_nifti(tmp_path / "labels.nii.gz", phantom_labels(), shifted)
-    cache = VolumeCache(tmp_path / "cache", max_bytes=1 << 30)
-    with pytest.raises(VolumeError, match="affine differs"):
-        cache.get_pair(image, labels)
-    cache.wait()
 
 
 def test_two_processes_convert_once(tmp_path):
@@ -223,13 +214,13 @@ def test_eviction_keeps_the_cache_under_max_bytes_lru_first(tmp_path, conversion
     remaining = {entry.key for entry in cache.entries()}
     assert volumes[0].key not in remaining
     assert {volumes[1].key, volumes[2].key} <= remaining
-    assert cache.total_bytes() <= 3 * one
+    assert sum(e.size_bytes for e in cache.entries()) <= 3 * one
     # Using v2 makes v1 the least recently used; the next conversion evicts v1.
     cache.get(sources[2])
     cache.get(sources[0])
     remaining = {entry.key for entry in cache.entries()}
     assert volumes[1].key not in remaining and volumes[2].key in remaining
-    assert cache.total_bytes() <= 3 * one
+    assert sum(e.size_bytes for e in cache.entries()) <= 3 * one
     # An evicted volume is converted again when asked for.
     before = _count(conversions)
     assert np.array_equal(cache.get(sources[1]).read(), read_volume(sources[1]).data)
@@ -242,7 +233,7 @@ def test_whole_volume_projections_are_cached(tmp_path, monkeypatch):
     labels = (data > 1200).astype(np.uint8) * 20
     label_source = write_nifti(tmp_path / "labels.nii.gz", labels, np.diag([0.7, 0.8, 1.5, 1.0]))
     cache = VolumeCache(tmp_path / "cache", max_bytes=1 << 30)
-    image, label_volume = cache.get_pair(source, label_source)
+    image, label_volume = cache.get_many([(source, "image"), (label_source, "label")])
     cache.wait()
     mip = cache.projection(image, plane="coronal")
     assert np.array_equal(mip, projection.project(data, plane="coronal", mode="mip"))
@@ -258,7 +249,7 @@ def test_whole_volume_projections_are_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(projection, "project", fail)
     monkeypatch.setattr(projection, "project_with_labels", fail)
     fresh = VolumeCache(tmp_path / "cache", max_bytes=1 << 30)
-    image2, labels2 = fresh.get_pair(source, label_source)
+    image2, labels2 = fresh.get_many([(source, "image"), (label_source, "label")])
     assert np.array_equal(fresh.projection(image2, plane="coronal"), mip)
     again = fresh.label_projection(image2, labels2, plane="sagittal")
     assert np.array_equal(again.labels, expected.labels)

@@ -2,8 +2,10 @@
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from tests.support.datasets import phantom_specs
+from viewer.models import Case
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +36,22 @@ def test_bad_parameter_is_400_naming_it(client, catalog, params, bad):
     for url in ("/api/cases/", "/api/cases/facets/"):
         response = client.get(url, params)
         assert response.status_code == 400, (url, params)
-        assert bad in response.json(), response.json()
+        body = response.json()
+        assert body["field"] == bad and bad in body, body
+        assert body["error"].startswith(f"{bad}: "), body
+
+
+@pytest.mark.parametrize("page_size", ["0", "-3", "ten", "2.5"])
+def test_bad_page_size_is_400_naming_it(client, catalog, page_size):
+    response = client.get("/api/cases/", {"page_size": page_size})
+    assert response.status_code == 400
+    assert response.json()["field"] == "page_size"
+    assert f"{page_size!r} is not a positive whole number" in response.json()["error"]
+
+
+def test_page_size_is_capped(client, catalog):
+    page = client.get("/api/cases/", {"page_size": 5000}).json()
+    assert page["count"] == 1005 and len(page["results"]) == 1000
 
 
 def test_vertebra_accepts_names_numbers_and_repeats(client, ingested_phantom):
@@ -82,16 +99,42 @@ def test_openapi_schema_and_docs(client):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200
     assert b"/api/cases/facets/" in schema.content
+    document = client.get("/api/schema/", {"format": "json"}).json()
+    for path in ("/api/cases/", "/api/cases/facets/"):
+        parameters = {p["name"]: p for p in document["paths"][path]["get"]["parameters"]}
+        for name in ("source", "split", "anomaly", "anomaly_source", "vertebra", "downloaded",
+                     "min_slices", "max_slices", "min_z_spacing", "max_z_spacing", "position",
+                     "q", "ordering"):  # fmt: skip
+            assert name in parameters, (path, name)
+        assert parameters["min_slices"]["description"] == "at least this many axial slices"
+    assert {"page", "page_size"} <= {
+        p["name"] for p in document["paths"]["/api/cases/"]["get"]["parameters"]
+    }
     assert client.get("/api/docs/").status_code == 200
 
 
+def test_case_urls_are_reversed_in_the_viewer_namespace(catalog):
+    case = Case.objects.get(case_id="liver_106")
+    assert case.get_absolute_url() == "/cases/liver_106/"
+    assert reverse("viewer:api:case-thumbnail", args=["liver_106", "png"]) == (
+        "/api/cases/liver_106/thumbnail.png"
+    )
+    assert reverse("viewer:api:case-list") == "/api/cases/"
+
+
 def test_unknown_case_is_404(client, catalog):
-    assert client.get("/api/cases/no_such_case/").status_code == 404
+    response = client.get("/api/cases/no_such_case/")
+    assert response.status_code == 404
+    assert (
+        response.json()["error"] == response.json()["detail"] == "No Case matches the given query."
+    )
 
 
 def test_login_only_dataset(client, catalog, settings, user):
     settings.CTSPINE_PUBLIC_DATASET = False
     assert client.get("/api/cases/").status_code in (401, 403)
-    assert client.get("/").status_code == 302
+    page = client.get("/", {"source": "COLONOG"})
+    assert page.status_code == 302 and page.url == "/accounts/login/?next=/%3Fsource%3DCOLONOG"
+    assert client.get("/cases/liver_106/").url == "/accounts/login/?next=/cases/liver_106/"
     client.force_login(user)
     assert client.get("/api/cases/").status_code == 200

@@ -2,9 +2,9 @@
 
 Every request reads the case's row afresh (so a case marked failed or not downloaded stops being
 served at once) and checks the permission, but with one plain SELECT of the few columns tiles
-need (~0.02 ms against ~0.4 ms for the ORM's ``filter().first()``: a warm PNG tile takes ~2-3 ms
-in all). Resolving the files inside the data root (symlinks, ~0.1 ms) is remembered per process
-for a few seconds, keyed by the root and the row's paths.
+need: the ORM's queryset machinery for the same row adds more than 10 % to a warm tile
+(``bench/tiles.py`` prints the ratio). Resolving the files inside the data root (symlinks) is
+remembered per process for a few seconds, keyed by the root and the row's paths.
 """
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ from django.http import FileResponse
 
 from ctspine.dataset.layout import PathOutsideRoot, resolve_inside
 from viewer.models import Case
-from viewer.permissions import dataset_visible_to
+from viewer.permissions import DatasetAccess, dataset_visible_to
 from viewer.tiles.responses import error_response
 from viewer.tiles.urls import Unavailable, resolved
 from viewer.tiles.volumes import VolumeSet
-
-__all__ = ["Unavailable", "case_centroids", "case_file", "case_volumes", "resolve_case"]
-
 
 #: The Case columns a tile request reads; the instance loads any other field on access.
 _CASE_FIELDS = ("id", "case_id", "downloaded", "error", "image_path", "label_path", "has_label")
@@ -83,7 +80,7 @@ def _case_files(root, case: Case) -> tuple[Path, Path | None]:
 
 def case_volumes(case_id: str, user) -> tuple[Case, VolumeSet]:
     if not dataset_visible_to(user):
-        raise Unavailable(403, "Sign in to see the dataset.")
+        raise Unavailable(403, DatasetAccess.message)
     case = _case_row(case_id)
     if case is None:
         raise Unavailable(404, f"no case {case_id!r} in the catalog")

@@ -4,6 +4,7 @@ with its prediction). Views resolve what to show and call one function here."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.utils.http import quote_etag
 
-from ctspine.atomic import write_atomic
+from ctspine.atomic import atomic_write
 from ctspine.imaging import display
 from ctspine.imaging.projection import Slab, project, project_with_labels, slab_range
 from ctspine.imaging.render import render_tile
@@ -233,7 +234,7 @@ def thumbnail_bytes(volumes: VolumeSet, *, fmt: str = "png", version: str | None
         tile=tile, labels=label_tile, spacing=image.pixel_spacing(plane="coronal"), fmt=fmt
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, encoded.data)
+    atomic_write(path, encoded.data)
     return encoded.data
 
 
@@ -284,10 +285,7 @@ def volume_response(request, volumes: VolumeSet, *, centroids_mm: dict[int, tupl
         "has_labels": volumes.labels is not None,
         "layers": list(volumes.layers),
         "vertebrae": vertebrae,
-        "windows": [
-            {"name": p.name, "title": p.title, "width": p.width, "level": p.level}
-            for p in WINDOW_PRESETS.values()
-        ],
+        "windows": [asdict(preset) for preset in WINDOW_PRESETS.values()],
     }
     response = JsonResponse(body, json_dumps_params={"separators": (",", ":")})
     response["Cache-Control"] = "private, no-cache"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ctspine.atomic import write_atomic
+from ctspine.atomic import atomic_write
 from inference.nnunet.config import IMPORT_RECORD
 from inference.nnunet.safe_pickle import UnsafePickleError
 from inference.nnunet.v1_checkpoint import convert_weights, load_v1_state_dict, write_v2_checkpoint
@@ -76,7 +76,7 @@ def import_v1_model(
         written = {}
         for name, payload in (("dataset.json", dataset_json), ("plans.json", plans_json)):
             data = (json.dumps(payload, indent=2) + "\n").encode()
-            write_atomic(staging / name, data)
+            atomic_write(staging / name, data)
             written[name] = hashlib.sha256(data).hexdigest()
         checkpoint_name = f"fold_{model.fold}/{V2_CHECKPOINT}"
         write_v2_checkpoint(staging / checkpoint_name, weights=weights, fold=model.fold)
@@ -96,7 +96,7 @@ def import_v1_model(
             "files_read": [item.as_dict() for item in sources],
             "files_written": written,
         }
-        write_atomic(staging / IMPORT_RECORD, (json.dumps(record, indent=2) + "\n").encode())
+        atomic_write(staging / IMPORT_RECORD, (json.dumps(record, indent=2) + "\n").encode())
         if target.exists():
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)

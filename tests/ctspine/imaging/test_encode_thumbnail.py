@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ctspine.imaging.display import PixelSpacing
+from ctspine.imaging.display import PixelSpacing, pixel_spacing
 from ctspine.imaging.encode import (
     MEDIA_TYPES,
     PNG_SIGNATURE,
@@ -19,8 +19,9 @@ from ctspine.imaging.encode import (
     encode_png,
     encode_webp,
 )
-from ctspine.imaging.thumbnail import render_thumbnail, thumbnail_of_volume, thumbnail_size
-from ctspine.imaging.volume_io import read_pair
+from ctspine.imaging.projection import project_with_labels
+from ctspine.imaging.thumbnail import render_thumbnail, thumbnail_size
+from ctspine.imaging.volume_io import read_volume
 from ctspine.labels import LABEL_BY_VALUE
 
 
@@ -148,12 +149,11 @@ def test_thumbnail_size_follows_physical_aspect():
 
 
 def test_thumbnail_of_real_case(sample_dir):
-    image, labels = read_pair(
-        sample_dir / "ts_example_ct_3mm.nii.gz", sample_dir / "ts_example_ct_3mm_vertebrae.nii.gz"
-    )
-    thumb = thumbnail_of_volume(
-        image.data, spacing=image.spacing, labels=labels.data, max_width=160
-    )
+    image = read_volume(sample_dir / "ts_example_ct_3mm.nii.gz", kind="image")
+    labels = read_volume(sample_dir / "ts_example_ct_3mm_vertebrae.nii.gz", kind="label")
+    mip = project_with_labels(image.data, labels.data, plane="coronal", mode="mip")
+    spacing = pixel_spacing(image.spacing, plane="coronal")
+    thumb = render_thumbnail(tile=mip.tile, labels=mip.labels, spacing=spacing, max_width=160)
     picture = np.asarray(_decode(thumb.data).convert("RGB")).astype(int)
     # 122 x 30 voxels of 3 mm: 366 x 90 mm, limited to 160 px wide -> 39 px tall
     assert (thumb.width, thumb.height) == (160, 39)
@@ -161,7 +161,7 @@ def test_thumbnail_of_real_case(sample_dir):
     # The vertebra colours are blended in (opacity 0.6): pixels close to L1's colour exist.
     l1 = np.array(LABEL_BY_VALUE[20].rgb)
     assert (np.abs(picture - l1).sum(axis=-1) < 150).any()
-    plain = thumbnail_of_volume(image.data, spacing=image.spacing, max_width=160, fmt="webp")
+    plain = render_thumbnail(tile=mip.tile, spacing=spacing, max_width=160, fmt="webp")
     assert plain.media_type == "image/webp"
 
 

@@ -14,7 +14,6 @@ from ctspine.imaging.volume_io import (
     VolumeError,
     check_same_grid,
     read_header_info,
-    read_pair,
     read_volume,
 )
 from tests.ctspine.conftest import (
@@ -63,8 +62,19 @@ def test_real_las_labels_match_nibabel_canonical(sample_dir):
     assert set(np.unique(volume.data)) == {0, 18, 19}
 
 
+def _check_pair(image_path, label_path):
+    image, labels = read_volume(image_path, kind="image"), read_volume(label_path, kind="label")
+    check_same_grid(
+        image_shape=image.data.shape,
+        image_affine=image.affine,
+        label_shape=labels.data.shape,
+        label_affine=labels.affine,
+    )
+    return image, labels
+
+
 def test_real_pair_shares_grid(sample_dir):
-    image, labels = read_pair(
+    image, labels = _check_pair(
         sample_dir / "ts_example_ct_3mm.nii.gz", sample_dir / "ts_example_ct_3mm_vertebrae.nii.gz"
     )
     assert image.data.shape == labels.data.shape == (122, 101, 30)
@@ -194,15 +204,15 @@ def test_grid_mismatch(tmp_path):
     shifted_affine[0, 3] += 0.01
     shifted = write_nifti(tmp_path / "shifted.nii.gz", phantom_labels(), shifted_affine)
     with pytest.raises(VolumeError, match="label grid"):
-        read_pair(image, cropped)
+        _check_pair(image, cropped)
     with pytest.raises(VolumeError, match="affine differs"):
-        read_pair(image, shifted)
+        _check_pair(image, shifted)
 
 
 def test_grid_tolerance_and_orientation_independence(tmp_path, phantom_label_file):
     data, affine = phantom_ras()
     image = write_nifti(tmp_path / "image.nii.gz", data, affine)
-    _, labels = read_pair(image, phantom_label_file)  # LPS labels on the RAS image's grid
+    _, labels = _check_pair(image, phantom_label_file)  # LPS labels on the RAS image's grid
     assert np.array_equal(labels.data, phantom_labels())
     nudged = affine.copy()
     nudged[:3, 3] += 0.0004

@@ -8,8 +8,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
+from ctspine.dataset.metadata import SPLITS
 from ctspine.imaging.volume_io import VolumeError
-from viewer.models import SPLITS, Case
+from viewer.models import Case
 from viewer.tiles.case import case_volumes
 from viewer.tiles.responses import thumbnail_bytes
 from viewer.tiles.urls import Unavailable

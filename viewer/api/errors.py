@@ -1,0 +1,28 @@
+"""The API's error shape, for every app's DRF views (settings ``REST_FRAMEWORK``).
+
+Every error body has ``error``: a message for the user (what the viewer's JavaScript shows). A
+400 from a serializer or a search filter also names the first bad parameter in ``field`` and
+keeps each bad parameter's messages under its own name, as django-filter and DRF give them:
+``{"error": "source: Select a valid choice.", "field": "source", "source": ["Select ..."]}``.
+Other errors keep DRF's ``detail`` beside ``error``.
+"""
+
+from __future__ import annotations
+
+from rest_framework.exceptions import ValidationError
+from rest_framework.views import exception_handler
+
+
+def api_exception_handler(exc, context):
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    data = response.data
+    if isinstance(exc, ValidationError):
+        errors = data if isinstance(data, dict) else {"non_field_errors": data}
+        field, messages = next(iter(errors.items()))
+        text = " ".join(map(str, messages if isinstance(messages, list) else [messages]))
+        response.data = {"error": f"{field}: {text}", "field": field, **errors}
+    elif isinstance(data, dict) and "detail" in data:
+        response.data = {"error": str(data["detail"]), **data}
+    return response
