@@ -216,6 +216,11 @@ class PhantomSpec:
         return tuple(range(LABEL_BY_NAME[first].value, LABEL_BY_NAME[last].value + 1))
 
 
+def max_cases() -> int:
+    """How many cases :func:`plan_cases` can plan for one seed."""
+    return len(_plan_order())
+
+
 def plan_cases(n: int = 24, *, seed: int = 0, full_size: bool = False) -> list[PhantomSpec]:
     """Plan ``n`` phantom cases with real CTSpine1K ids, splits and curated anomalies.
 
