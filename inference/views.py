@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from inference import jobs, services, upload_handlers
+from inference.demo_model import model_notice
 from inference.forms import SegmentCaseForm, UploadForm
 from inference.model_settings import model_error_message
 from inference.models import SegmentationJob
@@ -122,6 +123,7 @@ def job_detail(request, job_id: int):
         "api_base": f"/api/jobs/{job.pk}",
         "layer_titles": LAYER_TITLES,
         "files": _download_names(job),
+        "model_notice": model_notice(job.model),
     }
     return render(request, "inference/job_detail.html", context)
 

@@ -491,6 +491,7 @@ def add_arguments(parser) -> None:
         "--workers", type=int, default=2, help="processes preparing data; CPU threads"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", type=int, default=24, help="held-out cases to evaluate")
 
 
 def run_from_arguments(options: dict, log: Callable[[str], None] = print) -> Path:
@@ -504,6 +505,7 @@ def run_from_arguments(options: dict, log: Callable[[str], None] = print) -> Pat
         batch_size=options["batch_size"],
         workers=options["workers"],
         seed=options["seed"],
+        held_out=options["held_out"],
         log=log,
     )
 
