@@ -34,8 +34,13 @@ def test_demo_user_segments_a_dataset_case(site, settings, media, page, console,
     assert page.locator("#job-state").inner_text() == "Queued"
     assert page.locator("#job-progress").is_visible()
     shot("queued")
+    job_url = page.url
 
-    run_db_worker()  # the worker runs here while the page polls the job and reloads when done
+    # The worker runs in this thread. The page waits elsewhere meanwhile: its polls reach the
+    # job API, whose GET may write (reaping), and SQLite's one writer would then refuse one side.
+    page.goto("about:blank")
+    run_db_worker()
+    page.goto(job_url)
 
     page.wait_for_selector("#metrics-table", timeout=60_000)
     assert page.locator("#job-state").inner_text() == "Succeeded"
