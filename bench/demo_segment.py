@@ -5,8 +5,8 @@ Sets up what ``make run`` sets up, in a temporary folder: the 24-case demo datas
 trained on), a SQLite database, ingestion; then for each mode queues the job of the
 "Segment" button (``services.create_job`` for a dataset case) and runs the database task worker
 until the queue is empty, in a process of its own as ``make run`` does. Reported: the job's
-``finished_at - created_at`` (queue, model load, read, predict, write, compare), the model load
-time apart (a running worker loads the model once), and the per-vertebra Dice of the result.
+``finished_at - created_at`` (worker start, model load, read, predict, write, compare), the job's
+own timings (``load_s``: a running worker loads the model once), and the per-vertebra Dice.
 
 Run: ``.venv/bin/python bench/demo_segment.py [--case ID]`` from the project root.
 """
@@ -21,6 +21,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # before bench/, whose inference.py would shadow the package
+
+from inference.demo_model import MODEL_DIR  # noqa: E402
+
 DEFAULT_CASE = "1.3.6.1.4.1.9328.50.4.0506"  # lumbar, stored LPS, 3.31 x 3.31 x 4.50 mm
 
 
@@ -29,8 +33,6 @@ def main() -> None:
     parser.add_argument("--case", default=DEFAULT_CASE)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="demo-segment-"))
-    from inference.demo_model import MODEL_DIR
-
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "ctspine_site.settings.dev",
@@ -49,7 +51,6 @@ def main() -> None:
     manage("migrate", "--noinput", "-v", "0")
     manage("ingest", "--workers", "2", "-v", "0")
     os.environ.update(env)
-    sys.path.insert(0, str(REPO))
     import django
 
     django.setup()
