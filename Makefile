@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 WEB_WORKERS ?= 4
 PG_URL ?= postgres://postgres@127.0.0.1:5432/ctspine
+# The committed demo model (inference/demo_model/): used by `make run` and `make dev` when no
+# CTSPINE_NNUNET_MODEL_DIR is set; a configured model always wins.
+DEMO_MODEL_DIR := $(CURDIR)/inference/demo_model/weights/Dataset990_CTSpinePhantomDemo/nnUNetTrainer__nnUNetPlans__3d_fullres
+DEMO_ACCOUNT := .demo-account
 export PYTHONUNBUFFERED := 1
 
 .PHONY: run dev test test-fast lint install demo-data browser bench clean
@@ -25,10 +29,20 @@ demo-data: install
 	  if [ ! -f demo-data/data_split.txt ]; then $(PY) manage.py make_demo_dataset demo-data --cases 24; fi; \
 	fi
 
+run dev: export CTSPINE_NNUNET_MODEL_DIR ?= $(DEMO_MODEL_DIR)
+
+define say_which_model
+	@if [ "$$CTSPINE_NNUNET_MODEL_DIR" = "$(DEMO_MODEL_DIR)" ]; then \
+	  echo "Segmentation: demo model, trained on synthetic phantoms; not for real CT (set CTSPINE_NNUNET_MODEL_DIR to use a real one)"; \
+	else echo "Segmentation: model folder $$CTSPINE_NNUNET_MODEL_DIR"; fi
+endef
+
 run: install demo-data
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py ingest --workers 2
+	$(PY) manage.py demo_account $(DEMO_ACCOUNT) --url http://127.0.0.1:$(PORT)
+	$(say_which_model)
 	$(PY) manage.py db_worker --queue-name default --no-reload & WORKER=$$!; \
 	trap "kill $$WORKER" EXIT INT TERM; \
 	$(VENV)/bin/gunicorn ctspine_site.wsgi --bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --timeout 120
@@ -36,6 +50,8 @@ run: install demo-data
 # Django's development server, for working on the code.
 dev: install demo-data
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_account $(DEMO_ACCOUNT) --url http://127.0.0.1:$(PORT)
+	$(say_which_model)
 	$(PY) manage.py runserver $(PORT)
 
 # Debian's Chromium for the browser tests; never a downloaded browser build.

@@ -26,7 +26,8 @@ from _django import setup_django
 
 
 def write_phantoms(root: Path, n_cases: int):
-    from ctspine.phantom.anatomy import plan_cases, write_dataset
+    from ctspine.phantom.plan import plan_cases
+    from ctspine.phantom.writer import write_dataset
 
     specs = [s for s in plan_cases(24, seed=11, full_size=True) if s.split != "train"][:n_cases]
     start = time.perf_counter()

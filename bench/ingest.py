@@ -26,7 +26,8 @@ def timed(fn, *args, **kwargs):
 def bench_ingestion(workdir, n_cases: int) -> None:
     import nibabel as nib
 
-    from ctspine.phantom.anatomy import plan_cases, write_dataset
+    from ctspine.phantom.plan import plan_cases
+    from ctspine.phantom.writer import write_dataset
     from viewer.ingest import ingest
     from viewer.models import Case
 

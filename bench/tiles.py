@@ -67,7 +67,8 @@ def run(args, workdir):
     from django.core.management import call_command
     from django.test import Client
 
-    from ctspine.phantom.anatomy import plan_cases, write_dataset
+    from ctspine.phantom.plan import plan_cases
+    from ctspine.phantom.writer import write_dataset
     from viewer.models import Case
     from viewer.tiles.volumes import volume_cache
 

@@ -163,7 +163,8 @@ def main() -> None:
     viewport = {"width": width, "height": height}
 
     workdir = setup_django()
-    from ctspine.phantom.anatomy import plan_cases, write_dataset
+    from ctspine.phantom.plan import plan_cases
+    from ctspine.phantom.writer import write_dataset
     from viewer.ingest import ingest
     from viewer.models import Case
 

@@ -6,6 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from inference.demo_model import model_notice
 from inference.models import SegmentationJob, Upload
 
 
@@ -79,13 +80,20 @@ class JobSummarySerializer(serializers.ModelSerializer):
 
 
 class JobSerializer(JobSummarySerializer):
-    """One job with everything known: model identity, timings (s), results and metrics."""
+    """One job with everything known: model identity, timings (s), results and metrics.
+    ``model_notice``: a warning to show with the result ("" for an ordinary model)."""
+
+    model_notice = serializers.SerializerMethodField()
+
+    def get_model_notice(self, job) -> str:
+        return model_notice(job.model)
 
     class Meta(JobSummarySerializer.Meta):
         fields = [
             *JobSummarySerializer.Meta.fields,
             "worker",
             "model",
+            "model_notice",
             "timings",
             "notes",
             "labels_present",

@@ -15,6 +15,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from inference import jobs, services, upload_handlers
+from inference.demo_model import model_notice
 from inference.forms import SegmentCaseForm, UploadForm
 from inference.jobs import JobInputError, JobStateError
 from inference.model_settings import model_error_message, model_status
@@ -112,6 +113,7 @@ def job_detail(request, job_id: int):
         "api_base": reverse("inference:api-job-detail", args=[job.pk]),
         "layer_titles": LAYER_TITLES,
         "files": job.file_names(),
+        "model_notice": model_notice(job.model),
     }
     return render(request, "inference/job_detail.html", context)
 

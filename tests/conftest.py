@@ -36,7 +36,8 @@ def samples() -> Path:
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
     """A small phantom CTSpine1K download in the official layout, made once per test run."""
-    from ctspine.phantom.anatomy import plan_cases, write_dataset
+    from ctspine.phantom.plan import plan_cases
+    from ctspine.phantom.writer import write_dataset
 
     root = tmp_path_factory.mktemp("phantom") / "CTSpine1K"
     write_dataset(root, plan_cases(24, seed=7, full_size=False))

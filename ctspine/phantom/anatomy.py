@@ -1,9 +1,8 @@
-"""Synthetic phantom CT cases written in the official CTSpine1K on-disk layout (the demo dataset).
+"""Synthetic phantom anatomy: a vertebral column C1 to the sacrum inside a body with organs,
+rendered as a CT volume and its vertebra labels (:func:`make_phantom`).
 
-Pure module: numpy, scipy and nibabel only, no Django, so the demo command, tests and benchmarks
-can all call it. It needs nothing from a real download: the case ids it uses are real CTSpine1K
-ids embedded below, and the transitional-vertebra ids come from ``ctspine/dataset/anomalies.csv``, so
-the curated lists and what the labels imply (L6 present, L5 fused into the sacrum) agree.
+Pure module: numpy and scipy only. What to render (id, section, grid, orientation, seed) is a
+:class:`ctspine.phantom.plan.PhantomSpec`; writing a dataset is :mod:`ctspine.phantom.writer`.
 
 Conventions
 -----------
@@ -14,274 +13,20 @@ Conventions
   DICOM converters write it, so ``nibabel.as_closest_canonical`` gives back the RAS+ case.
 - Images are int16 HU; labels are uint8, 0 background, 1-7 C1-C7, 8-19 T1-T12, 20-25 L1-L6.
   Bone that is not a labelled vertebra (sacrum, a sacralized L5, ribs, pelvis, skull) is label 0.
-
-Public API: :class:`PhantomSpec`, :func:`plan_cases`, :func:`make_phantom`,
-:func:`write_dataset`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import gzip
-import os
-import tempfile
-import zlib
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from functools import cache
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
 from ctspine.labels import LABEL_BY_NAME
 
-# --- the dataset's published names --------------------------------------------------------------
-
-SOURCES = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19")
-SPLITS = ("train", "test_public", "test_private")
-#: Section headers in data_split.txt for each split.
-SPLIT_HEADERS = {"train": "trainset", "test_public": "test_public", "test_private": "test_private"}
-#: Folder names as published, typos included ("conlon", "Liver").
-IMAGE_FOLDERS = {
-    "COLONOG": "colon",
-    "HNSCC-3DCT-RT": "HNSCC-3DCT-RT_neck",
-    "MSD-T10": "liver",
-    "COVID-19": "COVID-19",
-}
-LABEL_FOLDERS = {
-    "COLONOG": "conlon",
-    "HNSCC-3DCT-RT": "HNSCC-3DCT-RT_neck",
-    "MSD-T10": "Liver",
-    "COVID-19": "COVID-19",
-}
-ANOMALIES = ("lumbarization", "sacralization")
-ORIENTATIONS = ("RAS", "LPS")
-
-#: Body section a phantom's field of view covers; each source's scans cover one of them.
-SECTIONS = ("cervical", "thoracic", "thoracolumbar", "lumbar")
-SECTION_OF_SOURCE = {
-    "HNSCC-3DCT-RT": "cervical",  # head and neck radiotherapy planning CT
-    "COVID-19": "thoracic",  # chest CT
-    "MSD-T10": "thoracolumbar",  # abdominal CT from the liver dome to the pelvis
-    "COLONOG": "lumbar",  # CT colonography: lower thorax, abdomen and pelvis
-}
-# First and last labelled vertebra in each section's field of view (trunk sections cut through
-# the first); None: down to the last free lumbar vertebra (L4 if L5 is sacralized, L5, or L6).
-_SECTION_SPAN = {
-    "cervical": ("C1", "C7"),
-    "thoracic": ("T1", "L1"),
-    "thoracolumbar": ("T9", None),
-    "lumbar": ("T10", None),
-}
-
-ANOMALIES_CSV = Path(__file__).resolve().parents[1] / "dataset" / "anomalies.csv"
-
-# --- real CTSpine1K case ids (from the official data_split.txt), none of them in anomalies.csv ---
-
-
-def _colonog(*numbers: int) -> tuple[str, ...]:
-    return tuple(f"1.3.6.1.4.1.9328.50.4.{n:04d}" for n in numbers)
-
-
-def _covid(*numbers: int) -> tuple[str, ...]:
-    return tuple(f"volume-covid19-A-{n:04d}_ct" for n in numbers)
-
-
-_ID_POOL: dict[tuple[str, str], tuple[str, ...]] = {
-    ("COLONOG", "train"): _colonog(1, 2, 3, 5, 6, 7, 8, 9),
-    ("COLONOG", "test_public"): _colonog(663, 664, 665, 667)
-    + ("CTC-1018399231", "CTC-1038654821", "CTC-1050546075", "CTC-1137132466"),
-    ("COLONOG", "test_private"): _colonog(505, 506, 507, 508, 509, 510),
-    ("HNSCC-3DCT-RT", "train"): ("HN_P001", "HN_P002", "HN_P003", "HN_P004", "HN_P005", "HN_P007"),
-    ("HNSCC-3DCT-RT", "test_public"): ("HN_P023", "HN_P024", "HN_P026", "HN_P027", "HN_P028"),
-    ("HNSCC-3DCT-RT", "test_private"): ("HN_P029", "HN_P030", "HN_P032", "HN_P033", "HN_P034"),
-    ("MSD-T10", "train"): ("liver_0", "liver_100", "liver_101", "liver_102", "liver_103"),
-    ("MSD-T10", "test_public"): ("liver_110", "liver_111", "liver_112", "liver_113", "liver_114"),
-    ("MSD-T10", "test_private"): ("liver_165", "liver_167", "liver_169", "liver_170", "liver_171"),
-    ("COVID-19", "train"): _covid(3, 11, 13, 14, 16, 25),
-    ("COVID-19", "test_public"): _covid(320, 331, 338, 354, 360),
-    ("COVID-19", "test_private"): _covid(251, 252, 263, 270, 282),
-}
-
-# The default 24-case demo, in an order whose every prefix is as varied as it can be: the first 4
-# cover every source, the first 8 every split, the first 14 three cases of each anomaly.
-_DEMO_ORDER = (
-    "1.3.6.1.4.1.9328.50.4.0001",
-    "HN_P001",
-    "liver_0",
-    "volume-covid19-A-0003_ct",
-    "1.3.6.1.4.1.9328.50.4.0004",  # lumbarization
-    "1.3.6.1.4.1.9328.50.4.0064",  # sacralization
-    "CTC-1018399231",
-    "liver_165",
-    "1.3.6.1.4.1.9328.50.4.0699",  # lumbarization
-    "1.3.6.1.4.1.9328.50.4.0555",  # sacralization
-    "HN_P023",
-    "volume-covid19-A-0251_ct",
-    "liver_106",  # lumbarization
-    "liver_83",  # sacralization
-    "1.3.6.1.4.1.9328.50.4.0505",
-    "HN_P029",
-    "volume-covid19-A-0320_ct",
-    "liver_110",
-    "1.3.6.1.4.1.9328.50.4.0002",
-    "1.3.6.1.4.1.9328.50.4.0663",
-    "HN_P002",
-    "volume-covid19-A-0011_ct",
-    "liver_100",
-    "1.3.6.1.4.1.9328.50.4.0506",
-)
-
-
-@dataclass(frozen=True)
-class CuratedCase:
-    """A row of the published transitional-vertebra lists (``ctspine/dataset/anomalies.csv``)."""
-
-    case_id: str
-    source: str
-    anomaly: str
-    split: str  # "train", "test_public" or "test_private"
-
-
-@cache
-def curated_anomalies() -> dict[str, CuratedCase]:
-    """The curated lumbarization/sacralization cases of the 1,005, by case id (VerSe rows left out)."""
-    cases = {}
-    with ANOMALIES_CSV.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["source"] not in SOURCES or not row["split"]:
-                continue  # VerSe rows belong to the separate Test_VerSe set
-            split = "train" if row["split"] == "trainset" else row["split"]
-            cases[row["case_id"]] = CuratedCase(
-                row["case_id"], row["source"], row["anomaly"], split
-            )
-    return cases
-
-
-def _catalog() -> dict[str, tuple[str, str]]:
-    """Every case id this module can plan: id -> (source, split)."""
-    catalog = {case_id: key for key, ids in _ID_POOL.items() for case_id in ids}
-    catalog.update({c.case_id: (c.source, c.split) for c in curated_anomalies().values()})
-    return catalog
-
-
-def _plan_order() -> list[str]:
-    """The demo's 24 ids, then the rest of the pool round-robin by (source, split), then the
-    remaining curated anomaly cases."""
-    order = list(_DEMO_ORDER)
-    seen = set(order)
-    pools = [[i for i in ids if i not in seen] for ids in _ID_POOL.values()]
-    for rank in range(max(map(len, pools))):
-        order += [pool[rank] for pool in pools if rank < len(pool)]
-    order += [i for i in curated_anomalies() if i not in seen]
-    return order
-
-
-# --- case specification -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PhantomSpec:
-    """Everything that determines one phantom case.
-
-    ``shape`` is (x, y, z) in voxels and ``spacing_mm`` the voxel size in mm along the same axes,
-    both in RAS+ order whatever the stored ``orientation`` ("RAS" or "LPS"). The field of view
-    starts (lowest slice) at a point of the anatomy chosen by ``section`` and ``seed`` and runs
-    ``shape[2]`` slices upward; in-plane it is centred on the body. ``anomaly`` is None,
-    "lumbarization" (an L6, label 25, above the sacrum) or "sacralization" (L5 fused into the
-    sacrum: no label 24, label-0 bone below L4). ``seed`` fixes the anatomy, tissue values and noise.
-    """
-
-    case_id: str
-    source: str
-    split: str
-    section: str
-    anomaly: str | None
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float]
-    orientation: str = "RAS"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES or self.split not in SPLITS or self.section not in SECTIONS:
-            raise ValueError(f"bad source/split/section in {self!r}")
-        if self.anomaly not in (None, *ANOMALIES) or self.orientation not in ORIENTATIONS:
-            raise ValueError(f"bad anomaly/orientation in {self!r}")
-
-    @property
-    def image_relpath(self) -> Path:
-        """Image path relative to the dataset root: ``data/<folder>/<case>.nii.gz``."""
-        return Path("data") / IMAGE_FOLDERS[self.source] / f"{self.case_id}.nii.gz"
-
-    @property
-    def label_relpath(self) -> Path:
-        """Label path relative to the dataset root: ``label/<folder>/<case>_seg.nii.gz``."""
-        return Path("label") / LABEL_FOLDERS[self.source] / f"{self.case_id}_seg.nii.gz"
-
-    @property
-    def expected_labels(self) -> tuple[int, ...]:
-        """Vertebra label values present in the planned field of view of this section/anomaly."""
-        first, last = _SECTION_SPAN[self.section]
-        if last is None:
-            last = {"lumbarization": "L6", "sacralization": "L4"}.get(self.anomaly, "L5")
-        return tuple(range(_LABEL_OF[first], _LABEL_OF[last] + 1))
-
-
-def plan_cases(n: int = 24, *, seed: int = 0, full_size: bool = False) -> list[PhantomSpec]:
-    """Plan ``n`` phantom cases with real CTSpine1K ids, splits and curated anomalies.
-
-    The first 24 are a fixed, varied selection (every source and split, three lumbarization and
-    three sacralization cases); larger ``n`` continue with more real ids. Each case's anatomy,
-    spacing and orientation depend only on ``seed`` and its id, so a case looks the same whatever
-    ``n``. Small cases have 64-128 voxels across and 40-120 slices; ``full_size`` cases are
-    512 x 512 with about 440-540 slices (fewer for the short cervical section).
-    """
-    order = _plan_order()
-    if not 1 <= n <= len(order):
-        raise ValueError(f"the phantom can plan 1 to {len(order)} cases, not {n}")
-    catalog = _catalog()
-    curated = curated_anomalies()
-    specs = []
-    for index, case_id in enumerate(order[:n]):
-        source, split = catalog[case_id]
-        anomaly = curated[case_id].anomaly if case_id in curated else None
-        case_seed = int(
-            np.random.SeedSequence([seed, zlib.crc32(case_id.encode())]).generate_state(1)[0]
-        )
-        # Alternate storage order so that any two consecutive cases exercise both orientations.
-        orientation = ORIENTATIONS[index % 2]
-        draft = PhantomSpec(
-            case_id, source, split, SECTION_OF_SOURCE[source], anomaly, (1, 1, 1), (1.0, 1.0, 1.0),
-            orientation, case_seed,
-        )  # fmt: skip
-        specs.append(_choose_grid(draft, full_size))
-    return specs
-
-
-def _choose_grid(draft: PhantomSpec, full_size: bool) -> PhantomSpec:
-    """Pick voxel size and shape so the section's field of view and the whole body fit."""
-    anatomy = _anatomy(draft)
-    rng = np.random.default_rng([draft.seed, 2])
-    bottom, top = anatomy.fov
-    length = top - bottom
-    width = _body_extent(anatomy, np.linspace(bottom, top, 64))[0]
-    if full_size:
-        n_xy = 512
-        sxy = max(width / n_xy, rng.uniform(0.6, 1.0))
-        sz = float(np.clip(length / rng.uniform(440, 540), 0.5, 3.0))
-    else:
-        # Coarser than a real scan on purpose: 64-128 voxels must span a whole body (~250-400 mm).
-        n_xy = int(rng.choice([80, 96, 112] if draft.section == "cervical" else [96, 112, 128]))
-        sxy = width * rng.uniform(1.0, 1.12) / n_xy
-        low = max(2.5, length / 118)
-        sz = rng.uniform(low, max(low, min(5.0, length / 42)))
-    sxy, sz = round(float(sxy), 4), round(float(sz), 3)
-    n_z = int(np.floor(length / sz + 1e-6)) + 1  # the top slice stays inside the planned top
-    return replace(draft, shape=(n_xy, n_xy, n_z), spacing_mm=(sxy, sxy, sz))
-
+if TYPE_CHECKING:
+    from ctspine.phantom.plan import PhantomSpec
 
 # --- anatomy: vertebral column ------------------------------------------------------------------
 
@@ -465,7 +210,7 @@ class _Anatomy:
         return self.y_spine(z) - out[:, 2] + out[:, 1]
 
 
-def _anatomy(spec: PhantomSpec) -> _Anatomy:
+def anatomy_of(spec: PhantomSpec) -> _Anatomy:
     """The phantom's anatomy for a case: deterministic in (seed, section, anomaly, source)."""
     rng = np.random.default_rng([spec.seed, 1])
     levels = tuple(_column(spec.anomaly, rng))
@@ -636,7 +381,7 @@ def _organs(anatomy: _Anatomy, source: str, rng: np.random.Generator) -> list[_B
     return chest + vessels_and_airway + abdomen + muscles_and_bones
 
 
-def _body_extent(anatomy: _Anatomy, z: np.ndarray) -> tuple[float, float]:
+def body_extent(anatomy: _Anatomy, z: np.ndarray) -> tuple[float, float]:
     """(in-plane field of view needed in mm, y of its centre) for slices at heights z."""
     out = anatomy.outline(z)
     yb = anatomy.y_body(z)
@@ -704,7 +449,7 @@ def _grid(spec: PhantomSpec, anatomy: _Anatomy) -> _Grid:
     nx, ny, nz = spec.shape
     sx, sy, sz = spec.spacing_mm
     z = anatomy.fov[0] + sz * np.arange(nz)
-    _, y_centre = _body_extent(anatomy, z)
+    _, y_centre = body_extent(anatomy, z)
     x = sx * (np.arange(nx) - (nx - 1) / 2)
     y = y_centre + sy * (np.arange(ny) - (ny - 1) / 2)
     return _Grid(x, y, z)
@@ -946,7 +691,7 @@ def make_phantom(
     ``diag(-sx, -sy, sz)``, describing the same anatomy in world space. The anatomy and tissue
     values come from ``spec.seed``; ``rng`` drives the image noise only (default: from the seed).
     """
-    anatomy = _anatomy(spec)
+    anatomy = anatomy_of(spec)
     grid = _grid(spec, anatomy)
     rng = np.random.default_rng([spec.seed, 4]) if rng is None else rng
     image, label = _render(anatomy, grid, rng)
@@ -1015,138 +760,3 @@ def _paste(sl, lab_sl, mat, lab, values, i0, j0) -> None:
     region = (slice(i0 + a0, i0 + a1), slice(j0 + b0, j0 + b1))
     np.copyto(sl[region], values[m], where=m > 0)
     lab_sl[region] = lab[a0:a1, b0:b1]
-
-
-# --- writing a dataset --------------------------------------------------------------------------
-
-
-def write_dataset(
-    root: str | os.PathLike,
-    specs: Iterable[PhantomSpec],
-    progress: Callable[[PhantomSpec], None] | None = None,
-) -> list[Path]:
-    """Write the cases and the root files of a CTSpine1K download under ``root``.
-
-    Writes ``data/<folder>/<case>.nii.gz`` and ``label/<folder>/<case>_seg.nii.gz`` per case
-    (calling ``progress(spec)`` after each), then ``Path.csv``, ``readme.txt`` and, last,
-    ``data_split.txt``, whose presence therefore marks a complete dataset. Every file is written
-    to a temporary file in its folder and renamed into place, so readers never see half a file.
-    Returns the paths written.
-    """
-    root = Path(root)
-    specs = list(specs)
-    ids = [s.case_id for s in specs]
-    if len(set(ids)) != len(ids):
-        raise ValueError("duplicate case ids in the specs")
-    written = []
-    for spec in specs:
-        image, label, affine = make_phantom(spec)
-        for array, relpath in ((image, spec.image_relpath), (label, spec.label_relpath)):
-            written.append(_write_nifti(root / relpath, array, affine))
-        if progress is not None:
-            progress(spec)
-    written.append(_write_text(root / "Path.csv", path_csv_text(specs)))
-    written.append(_write_text(root / "readme.txt", _readme_text(specs)))
-    written.append(_write_text(root / "data_split.txt", data_split_text(specs)))
-    return written
-
-
-def data_split_text(specs: Iterable[PhantomSpec]) -> str:
-    """data_split.txt as published: ``trainset:``, ``test_public:``, ``test_private:`` sections of
-    image file names, CRLF line endings, a blank line between sections."""
-    specs = list(specs)
-    sections = []
-    for split in SPLITS:
-        names = sorted(f"{s.case_id}.nii.gz" for s in specs if s.split == split)
-        sections.append("\r\n".join([f"{SPLIT_HEADERS[split]}:", *names]))
-    return "\r\n\r\n".join(sections) + "\r\n"
-
-
-def path_csv_text(specs: Iterable[PhantomSpec]) -> str:
-    """Path.csv as published: ``CASE/STUDY/SERIES`` rows for COLONOG and HNSCC cases, no header,
-    CRLF; the series description states scan position and slice thickness like TCIA's."""
-    rows = sorted(
-        (SOURCES.index(s.source), s.case_id, _series_path(s))
-        for s in specs
-        if s.source in ("COLONOG", "HNSCC-3DCT-RT")
-    )
-    return "".join(f"{row[2]}\r\n" for row in rows)
-
-
-def _series_path(spec: PhantomSpec) -> str:
-    rng = np.random.default_rng([spec.seed, 3])
-
-    def uid() -> int:
-        return int(rng.integers(10000, 99999))
-
-    thickness = _thickness_text(spec.spacing_mm[2])
-    if spec.source == "HNSCC-3DCT-RT":
-        date = f"{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}-{rng.integers(2009, 2016)}"
-        kernel = rng.choice(["HEADNECK  {t}  B30s", "HN {t}  eFoV"]).format(t=thickness)
-        return f"{spec.case_id}/{date}-RTHEADNECK Adult-{uid()}/3.000000-{kernel}-{uid()}"
-    # From the id, not the seed: any selection of cases mixes prone and supine the same way.
-    position = ("supine", "prone")[zlib.crc32(spec.case_id.encode()) % 2]
-    name = str(rng.choice(["Colo{p}", "Colon {P}", "{P} Colon"])).format(
-        p=position, P=position.title()
-    )
-    series = 4 if position == "prone" else 3
-    study = f"01-01-2000-1-Abdomen24ACRINColoIRB2415-04 Adult-.{uid()}"
-    return f"{spec.case_id}/{study}/{series}.000000-{name}  {thickness}  B30f-.{uid()}"
-
-
-def _thickness_text(spacing: float) -> str:
-    """Nominal reconstructed slice thickness nearest the slice spacing, formatted like TCIA's."""
-    nominal = (0.625, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
-    value = min(nominal, key=lambda v: abs(v - spacing))
-    text = f"{value:.3f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
-
-
-def _readme_text(specs: list[PhantomSpec]) -> str:
-    lumbarization = sorted(s.case_id for s in specs if s.anomaly == "lumbarization")
-    sacralization = sorted(s.case_id for s in specs if s.anomaly == "sacralization")
-    lines = [
-        "Synthetic phantom in the CTSpine1K layout, made by ctspine/phantom/ (not patient data).",
-        "Case ids, splits and transitional-vertebra cases are real CTSpine1K ones; the images are not.",
-        "",
-        f"Sacral lumbarization (L6 present, label 25): {', '.join(lumbarization) or 'none'}",
-        f"Lumbar sacralization (L5 fused into the sacrum): {', '.join(sacralization) or 'none'}",
-    ]
-    return "\r\n".join(lines) + "\r\n"
-
-
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
-    """Write a gzipped NIfTI-1 atomically: qform and sform code 1 (scanner), units mm."""
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_data_dtype(array.dtype)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = b"CTSpine1K synthetic phantom"
-
-    def write(raw) -> None:
-        # mtime=0 and no file name in the gzip header: the same case gives the same bytes.
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as gz:
-            img.to_stream(gz)
-
-    return _atomic_write(path, write)
-
-
-def _write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda raw: raw.write(text.encode("utf-8")))
-
-
-def _atomic_write(path: Path, write: Callable) -> Path:
-    """Write through ``write(binary file)`` into a temporary file beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            write(raw)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the web server must read them
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path

@@ -12,8 +12,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ctspine.phantom import anatomy as phantom
-from ctspine.phantom.anatomy import PhantomSpec, make_phantom, plan_cases, write_dataset
+from ctspine.phantom import plan as phantom
+from ctspine.phantom.anatomy import make_phantom
+from ctspine.phantom.plan import PhantomSpec, plan_cases
+from ctspine.phantom.writer import write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_SPLIT = (

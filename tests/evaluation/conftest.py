@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 
 from ctspine.imaging.volume_io import read_volume
-from ctspine.phantom.anatomy import plan_cases
+from ctspine.phantom.plan import plan_cases
 
 # The 24-case phantom of tests/conftest.py: its test cases and what each prediction does.
 PERFECT = "perfect copy"

@@ -13,7 +13,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from ctspine.labels import values_of
-from ctspine.phantom.anatomy import plan_cases, write_dataset
+from ctspine.phantom.plan import plan_cases
+from ctspine.phantom.writer import write_dataset
 from viewer.models import Case
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from ctspine.phantom.anatomy import plan_cases, write_dataset
+from ctspine.phantom.plan import plan_cases
+from ctspine.phantom.writer import write_dataset
 
 
 class Command(BaseCommand):

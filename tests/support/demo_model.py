@@ -1,0 +1,35 @@
+"""What the demo-model tests share: settings that select the committed demo model, and the
+held-out phantom case they segment."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctspine.phantom.plan import PhantomSpec
+from inference import demo_model
+
+
+def use_demo_model(settings) -> None:
+    """Point the settings at the committed demo model: CPU, fast mode, quick heartbeats."""
+    settings.CTSPINE_NNUNET_MODEL_DIR = str(demo_model.MODEL_DIR)
+    settings.CTSPINE_NNUNET_FOLDS = "all"
+    settings.CTSPINE_NNUNET_CHECKPOINT = "checkpoint_final.pth"
+    settings.CTSPINE_NNUNET_LABEL_MAP = None
+    settings.CTSPINE_DEVICE = "cpu"
+    settings.CTSPINE_NNUNET_MODE = "fast"
+    settings.CTSPINE_JOB_HEARTBEAT_S = 0.1
+
+
+def anisotropic_lps(specs: list[PhantomSpec]) -> PhantomSpec:
+    """The smallest case stored LPS, outside the cervical section, whose slice spacing differs
+    from its in-plane spacing by more than 15%."""
+    return min(
+        (
+            s
+            for s in specs
+            if s.orientation == "LPS"
+            and s.section != "cervical"
+            and abs(s.spacing_mm[2] / s.spacing_mm[0] - 1) > 0.15
+        ),
+        key=lambda s: np.prod(s.shape),
+    )
