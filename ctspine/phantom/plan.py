@@ -13,37 +13,21 @@ whatever the stored orientation; spacings in mm.
 
 from __future__ import annotations
 
-import csv
 import zlib
 from dataclasses import dataclass, replace
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from ctspine.dataset.layout import DATASET_SOURCES as SOURCES
+from ctspine.dataset.layout import image_path, label_path
+from ctspine.dataset.metadata import ANOMALIES, SPLITS, CuratedAnomaly
+from ctspine.dataset.metadata import curated_anomalies as published_anomalies
 from ctspine.labels import LABEL_BY_NAME
 from ctspine.phantom.anatomy import anatomy_of, body_extent
 
 # --- the dataset's published names --------------------------------------------------------------
 
-SOURCES = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19")
-SPLITS = ("train", "test_public", "test_private")
-#: Section headers in data_split.txt for each split.
-SPLIT_HEADERS = {"train": "trainset", "test_public": "test_public", "test_private": "test_private"}
-#: Folder names as published, typos included ("conlon", "Liver").
-IMAGE_FOLDERS = {
-    "COLONOG": "colon",
-    "HNSCC-3DCT-RT": "HNSCC-3DCT-RT_neck",
-    "MSD-T10": "liver",
-    "COVID-19": "COVID-19",
-}
-LABEL_FOLDERS = {
-    "COLONOG": "conlon",
-    "HNSCC-3DCT-RT": "HNSCC-3DCT-RT_neck",
-    "MSD-T10": "Liver",
-    "COVID-19": "COVID-19",
-}
-ANOMALIES = ("lumbarization", "sacralization")
 ORIENTATIONS = ("RAS", "LPS")
 
 #: Body section a phantom's field of view covers; each source's scans cover one of them.
@@ -62,8 +46,6 @@ _SECTION_SPAN = {
     "thoracolumbar": ("T9", None),
     "lumbar": ("T10", None),
 }
-
-ANOMALIES_CSV = Path(__file__).resolve().parents[1] / "dataset" / "anomalies.csv"
 
 # --- real CTSpine1K case ids (from the official data_split.txt), none of them in anomalies.csv ---
 
@@ -122,29 +104,10 @@ _DEMO_ORDER = (
 )
 
 
-@dataclass(frozen=True)
-class CuratedCase:
-    """A row of the published transitional-vertebra lists (``ctspine/dataset/anomalies.csv``)."""
-
-    case_id: str
-    source: str
-    anomaly: str
-    split: str  # "train", "test_public" or "test_private"
-
-
-@cache
-def curated_anomalies() -> dict[str, CuratedCase]:
-    """The curated lumbarization/sacralization cases of the 1,005, by case id (VerSe rows left out)."""
-    cases = {}
-    with ANOMALIES_CSV.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["source"] not in SOURCES or not row["split"]:
-                continue  # VerSe rows belong to the separate Test_VerSe set
-            split = "train" if row["split"] == "trainset" else row["split"]
-            cases[row["case_id"]] = CuratedCase(
-                row["case_id"], row["source"], row["anomaly"], split
-            )
-    return cases
+def curated_anomalies() -> dict[str, CuratedAnomaly]:
+    """The curated lumbarization/sacralization cases of the 1,005, by case id (the VerSe rows
+    belong to the separate Test_VerSe set and are left out)."""
+    return {case_id: row for case_id, row in published_anomalies().items() if row.split}
 
 
 def _catalog() -> dict[str, tuple[str, str]]:
@@ -200,12 +163,12 @@ class PhantomSpec:
     @property
     def image_relpath(self) -> Path:
         """Image path relative to the dataset root: ``data/<folder>/<case>.nii.gz``."""
-        return Path("data") / IMAGE_FOLDERS[self.source] / f"{self.case_id}.nii.gz"
+        return Path(image_path(self.source, self.case_id))
 
     @property
     def label_relpath(self) -> Path:
         """Label path relative to the dataset root: ``label/<folder>/<case>_seg.nii.gz``."""
-        return Path("label") / LABEL_FOLDERS[self.source] / f"{self.case_id}_seg.nii.gz"
+        return Path(label_path(self.source, self.case_id))
 
     @property
     def expected_labels(self) -> tuple[int, ...]:

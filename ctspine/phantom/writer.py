@@ -2,7 +2,7 @@
 
 ``data/<folder>/<case>.nii.gz``, ``label/<folder>/<case>_seg.nii.gz``, ``Path.csv``,
 ``readme.txt`` and ``data_split.txt``, as published; every file written atomically
-(:func:`ctspine.atomic.write_atomic`). The cases come from :mod:`ctspine.phantom.plan` and are
+(:func:`ctspine.atomic.atomic_write`). The cases come from :mod:`ctspine.phantom.plan` and are
 drawn by :mod:`ctspine.phantom.anatomy`.
 """
 
@@ -18,9 +18,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ctspine.atomic import write_atomic
+from ctspine.atomic import atomic_write
+from ctspine.dataset.layout import DATASET_SOURCES as SOURCES
+from ctspine.dataset.metadata import SPLIT_HEADERS, SPLITS
 from ctspine.phantom.anatomy import make_phantom
-from ctspine.phantom.plan import SOURCES, SPLIT_HEADERS, SPLITS, PhantomSpec
+from ctspine.phantom.plan import PhantomSpec
 
 # --- writing a dataset --------------------------------------------------------------------------
 
@@ -141,5 +143,5 @@ def _write_text(path: Path, text: str) -> Path:
 
 def _write_bytes(path: Path, payload: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, payload)
+    atomic_write(path, payload)
     return path

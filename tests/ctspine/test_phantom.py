@@ -12,6 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from ctspine.dataset.layout import DATASET_SOURCES
+from ctspine.dataset.metadata import SPLIT_HEADERS
 from ctspine.phantom import plan as phantom
 from ctspine.phantom.anatomy import make_phantom
 from ctspine.phantom.plan import PhantomSpec, plan_cases
@@ -88,7 +90,7 @@ def _canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def test_default_plan_covers_sources_splits_sections_and_anomalies(specs):
     assert len(specs) == 24 and len({s.case_id for s in specs}) == 24
-    assert {s.source for s in specs} == set(phantom.SOURCES)
+    assert {s.source for s in specs} == set(DATASET_SOURCES)
     assert {s.split for s in specs} == set(phantom.SPLITS)
     assert {s.section for s in specs} == set(phantom.SECTIONS)
     assert {s.orientation for s in specs} == {"RAS", "LPS"}
@@ -134,7 +136,7 @@ def test_embedded_ids_have_their_real_split():
         for name in names
     }
     for spec in plan_cases(len(phantom._plan_order())):
-        assert real[spec.case_id] == phantom.SPLIT_HEADERS[spec.split], spec.case_id
+        assert real[spec.case_id] == SPLIT_HEADERS[spec.split], spec.case_id
 
 
 # --- files on disk ------------------------------------------------------------------------------
@@ -147,10 +149,15 @@ def test_layout_and_published_folder_names(specs, dataset):
     assert {p.name for p in (dataset / "label").iterdir()} == {
         "conlon", "HNSCC-3DCT-RT_neck", "Liver", "COVID-19",
     }  # fmt: skip
+    published = {  # (image folder, label folder) as the download spells them
+        "COLONOG": ("colon", "conlon"),
+        "HNSCC-3DCT-RT": ("HNSCC-3DCT-RT_neck", "HNSCC-3DCT-RT_neck"),
+        "MSD-T10": ("liver", "Liver"),
+        "COVID-19": ("COVID-19", "COVID-19"),
+    }
     for spec in specs:
-        folder = phantom.IMAGE_FOLDERS[spec.source]
+        folder, label_folder = published[spec.source]
         assert (dataset / "data" / folder / f"{spec.case_id}.nii.gz").is_file()
-        label_folder = phantom.LABEL_FOLDERS[spec.source]
         assert (dataset / "label" / label_folder / f"{spec.case_id}_seg.nii.gz").is_file()
     files = [p for p in dataset.rglob("*") if p.is_file()]
     assert len(files) == 2 * len(specs) + 3  # + data_split.txt, Path.csv, readme.txt
@@ -164,7 +171,7 @@ def test_data_split_round_trips_with_crlf(specs, dataset):
     assert "\r\n\r\ntest_public:\r\n" in text and "\r\n\r\ntest_private:\r\n" in text
     sections = _parse_split(text)
     assert list(sections) == ["trainset", "test_public", "test_private"]
-    for split, header in phantom.SPLIT_HEADERS.items():
+    for split, header in SPLIT_HEADERS.items():
         planned = {f"{s.case_id}.nii.gz" for s in specs if s.split == split}
         assert set(sections[header]) == planned
 
