@@ -4,7 +4,9 @@
 links, bombs, thousands of files) before and while it writes anything; :func:`dicom_series_to_nifti`
 checks that the files are one evenly spaced series and converts it with SimpleITK, which keeps the
 DICOM geometry (LPS) and writes it as the NIfTI affine (RAS). The series is held in memory once,
-while it is converted. Refusals are :class:`inference.uploads.UploadError`.
+while it is converted, and only after its decoded size (rows x columns x slices x bytes, read
+from the headers with bounded memory) passed the limits: DICOM's own compression (deflate, JPEG
+2000) hides that size from the zip's. Refusals are :class:`inference.uploads.UploadError`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from struct import error as struct_error
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from inference.uploads import IncomingFile, UploadError
+from inference.uploads import MAX_VOXELS, IncomingFile, UploadError
 
 # Files a zip tool or an operating system adds beside the images; skipped, not refused.
 _ZIP_NOISE = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|desktop\.ini$|DICOMDIR$)")
@@ -29,11 +37,14 @@ _ZIP_NOISE = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|desktop\.ini$|
 @dataclass(frozen=True)
 class ZipLimits:
     """What a DICOM zip may hold: ``max_files`` entries, at most ``max_expanded_bytes`` and at
-    most ``max_ratio`` times its own size once extracted (zip bombs expand thousands of times)."""
+    most ``max_ratio`` times its own size once extracted (zip bombs expand thousands of times);
+    its series at most ``max_expanded_bytes`` and ``max_decoded_ratio`` times the zip's size once
+    the pixels are decoded (lossless DICOM compression stays far below; a bomb does not)."""
 
     max_files: int = 5000
     max_expanded_bytes: int = 8 << 30
     max_ratio: float = 20.0
+    max_decoded_ratio: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,12 @@ def _expansion_budget(incoming: IncomingFile, limits: ZipLimits) -> int:
     return int(min(limits.max_expanded_bytes, limits.max_ratio * max(size, 1 << 20)))
 
 
+def decoded_budget(incoming: IncomingFile, limits: ZipLimits) -> int:
+    """The most bytes the series in the zip ``incoming`` may take once its pixels are decoded."""
+    size = incoming.path.stat().st_size
+    return int(min(limits.max_expanded_bytes, limits.max_decoded_ratio * max(size, 1 << 20)))
+
+
 def _too_expanded(incoming: IncomingFile, size: int, limits: ZipLimits) -> UploadError:
     zipped = incoming.path.stat().st_size
     return UploadError(
@@ -153,15 +170,20 @@ class _Slice:
     size: tuple[int, ...]
 
 
-def dicom_series_to_nifti(files: dict[Path, str], output: Path, *, name: str) -> DicomFacts:
+def dicom_series_to_nifti(
+    files: dict[Path, str], output: Path, *, name: str, max_decoded_bytes: int
+) -> DicomFacts:
     """Convert the DICOM files ``files`` (path -> name shown in messages) into one NIfTI image
     ``output`` (``.nii.gz``), written atomically, with the series geometry (LPS in DICOM, RAS in
     the NIfTI header, as SimpleITK converts it).
 
-    Refused: files that are not DICOM images (named), several series (listed), slices with
+    Refused before any pixel is decoded: a series larger than ``max_decoded_bytes`` or
+    :data:`inference.uploads.MAX_VOXELS` once decoded (see :func:`check_decoded_size`). Refused
+    then: files that are not DICOM images (named), several series (listed), slices with
     differing orientation or size, two slices at one position, unevenly spaced slices (a missing
     slice), multi-frame files. The slices are ordered along the slice normal, not by file name.
     """
+    check_decoded_size(files, name=name, max_bytes=max_decoded_bytes)
     slices, not_images = [], []
     for path, shown in sorted(files.items(), key=lambda item: item[1]):
         found = _read_slice(path)
@@ -206,6 +228,115 @@ def dicom_series_to_nifti(files: dict[Path, str], output: Path, *, name: str) ->
         modality=modality,
         warnings=warnings,
     )
+
+
+# The header of one DICOM file (every tag before the pixel data) must fit in this many bytes.
+MAX_DICOM_HEADER_BYTES = 4 << 20
+_PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # pixel data: integer, float, double
+
+
+@dataclass(frozen=True)
+class _PixelSize:
+    """What one file's pixels take once decoded: ``decoded_bytes`` also counts a deflated data
+    set's whole inflated size (a deflate bomb need not sit in the pixel data)."""
+
+    rows: int
+    columns: int
+    frames: int
+    bytes_per_voxel: int
+    decoded_bytes: int
+
+
+def check_decoded_size(files: dict[Path, str], *, name: str, max_bytes: int) -> None:
+    """Refuse a series whose pixels would take more than ``max_bytes`` or whose voxels are more
+    than :data:`inference.uploads.MAX_VOXELS` once decoded: rows x columns x frames x bytes per
+    voxel of every file, from the headers alone. Never holds more than a few MB of a file."""
+    sizes = [size for path in files if (size := _pixel_size(path, limit=max_bytes)) is not None]
+    if not sizes:
+        return
+    total = sum(size.decoded_bytes for size in sizes)
+    voxels = sum(size.rows * size.columns * size.frames for size in sizes)
+    if total <= max_bytes and voxels <= MAX_VOXELS:
+        return
+    largest = max(sizes, key=lambda size: size.rows * size.columns)
+    described = (
+        f"{len(sizes)} slices of up to {largest.rows} x {largest.columns} pixels"
+        f" x {largest.bytes_per_voxel} bytes"
+    )
+    if voxels > MAX_VOXELS:
+        raise UploadError(
+            f"{name}: the DICOM series holds {described}: {voxels} voxels, more than the"
+            f" {MAX_VOXELS} this server processes",
+            field="image",
+            status=413,
+        )
+    raise UploadError(
+        f"{name}: the DICOM series holds {described}: {total / 2**20:.0f} MB once decoded; a zip"
+        f" of this size may hold at most {max_bytes / 2**20:.0f} MB of pixels",
+        field="image",
+        status=413,
+    )
+
+
+def _pixel_size(path: Path, *, limit: int) -> _PixelSize | None:
+    """The decoded size of one DICOM file's pixels, or None when it is not a DICOM image."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError, struct_error):
+        return None
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return _deflated_pixel_size(path, limit=limit)
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, struct_error):
+        return None
+    return _size_from_header(header, decoded_bytes=0)
+
+
+def _deflated_pixel_size(path: Path, *, limit: int) -> _PixelSize | None:
+    """Inflate a deflated-syntax file in 1 MB steps, keeping only its header and counting the
+    rest; stops counting past ``limit`` (the file is refused then anyway)."""
+    with open(path, "rb") as handle:
+        handle.seek(128 + 4)
+        group = handle.read(12)  # (0002,0000) UL: the length of the rest of the file meta
+        if len(group) < 12:
+            return None
+        handle.seek(128 + 4 + 12 + int.from_bytes(group[8:12], "little"))
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        head, inflated = b"", 0
+        try:
+            while inflated <= limit and (block := handle.read(1 << 16)):
+                while block and inflated <= limit:
+                    out = inflate.decompress(block, 1 << 20)
+                    block = inflate.unconsumed_tail
+                    inflated += len(out)
+                    if len(head) < MAX_DICOM_HEADER_BYTES:
+                        head += out[: MAX_DICOM_HEADER_BYTES - len(head)]
+        except zlib.error:
+            return None
+    try:
+        header = read_dataset(
+            DicomBytesIO(head),
+            is_implicit_VR=False,
+            is_little_endian=True,
+            stop_when=lambda tag, vr, length: tag in _PIXEL_DATA_TAGS,
+        )
+    except (OSError, ValueError, EOFError, struct_error):
+        return None
+    return _size_from_header(header, decoded_bytes=inflated)
+
+
+def _size_from_header(header, *, decoded_bytes: int) -> _PixelSize | None:
+    try:
+        rows, columns = int(header.Rows), int(header.Columns)
+        bits = int(header.get("BitsAllocated", 16))
+        samples = int(header.get("SamplesPerPixel", 1))
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    bytes_per_voxel = max(bits // 8, 1) * samples
+    pixels = rows * columns * frames * bytes_per_voxel
+    return _PixelSize(rows, columns, frames, bytes_per_voxel, max(pixels, decoded_bytes))
 
 
 def _read_slice(path: Path) -> _Slice | None:

@@ -73,7 +73,12 @@ def create_upload(
             limits = zip_limits or ZipLimits(max_expanded_bytes=4 * upload_limit_bytes())
             files = dicom_zip.extract_zip(image, work / "dicom", limits=limits)
             image_file = "image.nii.gz"
-            dicom = dicom_zip.dicom_series_to_nifti(files, work / image_file, name=image.name)
+            dicom = dicom_zip.dicom_series_to_nifti(
+                files,
+                work / image_file,
+                name=image.name,
+                max_decoded_bytes=dicom_zip.decoded_budget(image, limits),
+            )
             shutil.rmtree(work / "dicom")
             stored = IncomingFile(path=work / image_file, name=image.name)
         else:
