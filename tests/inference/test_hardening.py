@@ -14,7 +14,7 @@ from inference.dicom_zip import check_decoded_size
 from inference.models import Upload
 from inference.uploads import UploadError
 from tests.inference.conftest import files_under
-from tests.support.hostile_files import deflated_dicom_zip
+from tests.support.hostile_files import deflated_dicom_zip, nifti_with_vox_offset
 from tests.support.memory import peak_rss_growth
 
 pytestmark = pytest.mark.django_db
@@ -66,3 +66,18 @@ def test_dicom_series_beyond_the_voxel_cap_is_refused_from_its_headers(tmp_path)
     assert "1 slices of up to 65535 x 65535 pixels x 1 bytes: 4294836225 voxels" in str(
         refused.value
     )
+
+
+# --- 2: a huge vox_offset is refused from the header ----------------------------------------------
+
+
+def test_upload_with_a_far_vox_offset_is_refused_from_its_header(api, model, media, tmp_path):
+    # ~10 MB on the wire; before the check, the upload check read 1 GiB of "header" in one call.
+    hostile = nifti_with_vox_offset(tmp_path / "far.nii.gz", vox_offset=1 << 30)
+    with peak_rss_growth() as peak:
+        response = post_image(api, hostile, "far.nii.gz")
+    assert response.status_code == 400, response.content
+    assert "1073741824 bytes into the file (vox_offset)" in response.json()["error"]
+    assert peak.mib < REFUSAL_BUDGET_MIB, f"the refusal took {peak.mib:.0f} MiB"
+    assert not Upload.objects.exists()
+    assert files_under(media) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import struct
 import zipfile
 import zlib
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import igzip
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -93,7 +93,7 @@ def nifti_with_vox_offset(path: Path, *, vox_offset: int, shape=(16, 16, 8)) -> 
     header.set_sform(np.diag([1.0, 1.0, 1.0, 1.0]), code=1)
     header["vox_offset"] = vox_offset
     block = header.binaryblock
-    with gzip.open(path, "wb", compresslevel=1) as sink:
+    with igzip.open(path, "wb", compresslevel=0) as sink:
         sink.write(block)
         left = vox_offset - len(block)
         while left > 0:
