@@ -1,8 +1,9 @@
 """The segmentation task, run by a worker (``manage.py db_worker``, or ``rqworker`` with the rq
 backend) through the Django tasks API.
 
-The task takes a job's primary key, claims the job (returns at once if it is not queued any
-more), and while the model runs a monitor thread writes the heartbeat and progress every few
+Each queued job enqueues one task; a task claims the queued job whose turn it is (users take
+turns, :meth:`~inference.models.SegmentationJobQuerySet.next_in_turn`), which is often but not
+always the job that enqueued it, and returns at once when nothing is queued any more. While the model runs a monitor thread writes the heartbeat and progress every few
 seconds and notices a cancel request. The model is loaded once per worker process and reused.
 Known failures become a message for the user on the job; unexpected ones are stored the same way
 and re-raised, so the tasks backend keeps the traceback for the operator.
@@ -43,11 +44,12 @@ class JobLost(pipeline.Cancelled):
 
 @task()
 def segment_job(job_id: int) -> str:
-    """Segment the job ``job_id``; returns what happened ("succeeded", "failed: ...")."""
+    """Segment the queued job whose turn it is (``job_id`` is the job that enqueued this run);
+    returns what happened ("succeeded", "failed: ...")."""
     reap_dead_jobs()
-    job = SegmentationJob.objects.claim(job_id, worker=worker_name())
+    job = SegmentationJob.objects.claim_in_turn(worker=worker_name())
     if job is None:
-        return "skipped: the job is not queued (cancelled, or claimed by another worker)"
+        return "skipped: no job is queued (cancelled, or run by another worker's task)"
     try:
         with JobMonitor(job) as monitor:
             outcome = _run(job, monitor)

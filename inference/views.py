@@ -71,12 +71,12 @@ def _receive_upload(request, handler, model):
         return _upload_page(request, form, model, status=400)
     label = form.cleaned_data.get("label")
     try:
-        upload = services.create_upload(
+        _, job = services.create_upload_job(
             user=request.user,
             image=form.cleaned_data["image"].incoming(),
             label=label.incoming() if label else None,
+            mode=form.cleaned_data["mode"],
         )
-        job = services.create_job(user=request.user, upload=upload, mode=form.cleaned_data["mode"])
     except UploadError as exc:
         form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         return _upload_page(request, form, model, status=exc.status)

@@ -33,6 +33,10 @@ CTSPINE_CACHE_DIR = Path(env("CTSPINE_CACHE_DIR", str(BASE_DIR / "cache"))).reso
 CTSPINE_CACHE_MAX_GB = float(env("CTSPINE_CACHE_MAX_GB", "20"))
 CTSPINE_MEDIA_DIR = Path(env("CTSPINE_MEDIA_DIR", str(BASE_DIR / "media"))).resolve()
 CTSPINE_UPLOAD_MAX_MB = int(env("CTSPINE_UPLOAD_MAX_MB", "2048"))
+# Queued plus running segmentation jobs one user may have; workers take users' jobs in turn.
+CTSPINE_MAX_ACTIVE_JOBS_PER_USER = int(env("CTSPINE_MAX_ACTIVE_JOBS_PER_USER", "4"))
+# The most voxels a job may have once resampled to the model's grid (512 x 512 x 1024 by default).
+CTSPINE_MAX_MODEL_VOXELS = int(env("CTSPINE_MAX_MODEL_VOXELS", str(512 * 512 * 1024)))
 CTSPINE_TASKS_BACKEND = env("CTSPINE_TASKS_BACKEND", "db")
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 CTSPINE_NNUNET_MODEL_DIR = env("CTSPINE_NNUNET_MODEL_DIR")

@@ -5,15 +5,19 @@ request (``tests.support.memory``), which sees the C allocations of SimpleITK, z
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from inference.dicom_zip import check_decoded_size
-from inference.models import Upload
+from inference.models import SegmentationJob, Upload
 from inference.uploads import UploadError
-from tests.inference.conftest import files_under
+from tests.inference.conftest import files_under, phantom_volumes, run_db_worker
+from tests.inference.test_uploads import nifti_bytes
 from tests.support.hostile_files import deflated_dicom_zip, nifti_with_vox_offset
 from tests.support.memory import peak_rss_growth
 
@@ -81,3 +85,124 @@ def test_upload_with_a_far_vox_offset_is_refused_from_its_header(api, model, med
     assert peak.mib < REFUSAL_BUDGET_MIB, f"the refusal took {peak.mib:.0f} MiB"
     assert not Upload.objects.exists()
     assert files_under(media) == []
+
+
+# --- 3: work on the model's grid is bounded before queueing; users take turns ---------------------
+
+
+def coarse_ct_bytes() -> bytes:
+    """32^3 voxels of 20 mm: under 1 kB compressed, 320^3 voxels on a 2 mm model grid."""
+    data = np.full((32, 32, 32), -1000, dtype=np.int16)
+    return nifti_bytes(data, np.diag([20.0, 20.0, 20.0, 1.0]))
+
+
+def test_upload_too_large_on_the_model_grid_is_refused_with_the_figure(api, model, media, settings):
+    settings.CTSPINE_MAX_MODEL_VOXELS = 16_000_000
+    hostile = coarse_ct_bytes()
+    assert len(hostile) < 1000
+    started = time.perf_counter()
+    response = api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("coarse.nii.gz", hostile)}, format="multipart"
+    )
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 413, response.content
+    assert response.json()["error"] == (
+        "coarse.nii.gz: 32 x 32 x 32 voxels of 20 x 20 x 20 mm become 320 x 320 x 320 = 32.8"
+        " million voxels on the model's 2 x 2 x 2 mm grid; at most 16.0 million are segmented"
+        " (CTSPINE_MAX_MODEL_VOXELS)"
+    )
+    assert elapsed < 10  # refused from the header: nothing ran
+    assert not Upload.objects.exists() and not SegmentationJob.objects.exists()
+    assert files_under(media) == []
+
+
+def test_queued_plus_running_jobs_per_user_are_limited(api, bob_api, model, media, settings):
+    settings.CTSPINE_MAX_ACTIVE_JOBS_PER_USER = 2
+    small = nifti_bytes(np.zeros((8, 8, 8), dtype=np.int16))
+    for _ in range(2):
+        created = api.post(
+            "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", small)}, format="multipart"
+        )
+        assert created.status_code == 201, created.content
+    refused = api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", small)}, format="multipart"
+    )
+    assert refused.status_code == 429, refused.content
+    assert refused.json()["error"].startswith(
+        "You already have 2 jobs queued or running; at most 2 are allowed at once"
+    )
+    upload = Upload.objects.first()
+    again = api.post("/api/jobs/", {"upload_id": upload.pk}, format="json")
+    assert again.status_code == 429, again.content
+    assert Upload.objects.count() == 2 and SegmentationJob.objects.count() == 2
+    # Another user is not held back by the first one's jobs.
+    other = bob_api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", small)}, format="multipart"
+    )
+    assert other.status_code == 201, other.content
+
+
+def test_workers_take_users_jobs_in_turn(user, other_user, django_user_model):
+    carol = django_user_model.objects.create_user("carol", password="pw-carol-123")
+    queued = [
+        SegmentationJob.objects.create(owner=owner, title=f"{owner.username} {n}")
+        for owner, n in [(user, 1), (user, 2), (user, 3), (other_user, 1), (carol, 1), (user, 4)]
+    ]
+    assert [job.status for job in queued] == ["queued"] * 6
+    order = []
+    while (job := SegmentationJob.objects.claim_in_turn(worker="w")) is not None:
+        order.append(job.title)
+        job.fail("done")  # one worker: each job ends before the next is claimed
+    alice = user.username
+    assert order == [
+        f"{alice} 1",
+        f"{other_user.username} 1",
+        "carol 1",
+        f"{alice} 2",
+        f"{alice} 3",
+        f"{alice} 4",
+    ]
+
+
+# --- 12: owners delete their uploads and jobs, files included --------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the task is enqueued when the transaction commits
+def test_owner_deletes_a_finished_job_then_the_upload_and_nothing_is_left(
+    api, bob_api, model, media
+):
+    image = nifti_bytes(phantom_volumes(shape=(48, 48, 32))[0])
+    created = api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", image)}, format="multipart"
+    )
+    assert created.status_code == 201, created.content
+    upload_id, job_id = created.json()["upload"]["id"], created.json()["job"]["id"]
+    run_db_worker()
+    job = SegmentationJob.objects.get(pk=job_id)
+    assert job.status == "succeeded", job.error
+    assert (media / job.prediction_path).is_file()
+    assert bob_api.delete(f"/api/jobs/{job_id}/").status_code == 404
+    assert bob_api.delete(f"/api/uploads/{upload_id}/").status_code == 404
+
+    assert api.delete(f"/api/jobs/{job_id}/").status_code == 204
+    assert not SegmentationJob.objects.exists()
+    assert not (media / "jobs" / str(job_id)).exists()
+    assert api.delete(f"/api/uploads/{upload_id}/").status_code == 204
+    assert not Upload.objects.exists()
+    assert files_under(media) == []
+
+
+def test_a_running_job_and_its_upload_cannot_be_deleted(api, model, media, user):
+    small = nifti_bytes(np.zeros((8, 8, 8), dtype=np.int16))
+    created = api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", small)}, format="multipart"
+    )
+    job = SegmentationJob.objects.claim(created.json()["job"]["id"], worker="w")
+    response = api.delete(f"/api/jobs/{job.pk}/")
+    assert response.status_code == 409
+    assert response.json()["error"] == (
+        f"job {job.pk} is running; cancel it, then delete it once it has stopped"
+    )
+    assert api.delete(f"/api/uploads/{job.upload_id}/").status_code == 409
+    assert Upload.objects.count() == 1 and SegmentationJob.objects.count() == 1
+    assert len(files_under(media)) == 1  # the upload's image stays
