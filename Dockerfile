@@ -30,7 +30,8 @@ COPY . .
 RUN useradd --uid 1000 --create-home ctspine \
  && mkdir -p /data /cache /media /models \
  && chown ctspine:ctspine /cache /media \
- && SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v 0
+ && SECRET_KEY="$(python -c "import secrets; print(secrets.token_hex(32))")" \
+    python manage.py collectstatic --noinput -v 0
 
 USER ctspine
 EXPOSE 8000

@@ -4,6 +4,7 @@ documented default (see the configuration table in README.md)."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -64,12 +65,14 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_filters",
     "django_tasks",
+    "axes",
     "django_tasks_db",
     # The rq backend needs django_rq's queues (RQ_QUEUES below) and its `rqworker` command.
     *(["django_rq", "django_tasks_rq"] if CTSPINE_TASKS_BACKEND == "rq" else []),
     "viewer",
     "inference",
     "evaluation",
+    "ctspine_site.apps.SiteConfig",
 ]
 
 MIDDLEWARE = [
@@ -82,6 +85,8 @@ MIDDLEWARE = [
     "ctspine_site.token_auth.TokenAuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login attempt with 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ctspine_site.urls"
@@ -115,6 +120,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Login throttling (django-axes): a user name from one address is locked out for
+# CTSPINE_LOGIN_COOLOFF_MIN minutes after CTSPINE_LOGIN_FAILURES failed attempts.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(env("CTSPINE_LOGIN_FAILURES", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(env("CTSPINE_LOGIN_COOLOFF_MIN", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
