@@ -79,6 +79,8 @@ class UploadListCreate(APIView):
         model = model_status()
         if not model.available:
             return _error(model.message, status.HTTP_503_SERVICE_UNAVAILABLE)
+        if upload_handlers.sent_in_chunks(request):
+            return _error(upload_handlers.CHUNKED_MESSAGE, status.HTTP_411_LENGTH_REQUIRED)
         limit = services.upload_limit_bytes()
         if upload_handlers.declared_too_large(request, limit_bytes=limit):
             return _error(services.too_large_message(), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)

@@ -121,14 +121,16 @@ class SegmentationJobQuerySet(models.QuerySet):
             .first()
         )
 
-    def claim_in_turn(self, *, worker: str, tries: int = 5) -> SegmentationJob | None:
+    def claim_in_turn(
+        self, *, worker: str, task_id: str = "", tries: int = 5
+    ) -> SegmentationJob | None:
         """Claim :meth:`next_in_turn` for ``worker``; None when nothing is queued. Another worker
         may claim the same job first: then the next in turn is tried, ``tries`` times at most."""
         for _ in range(tries):
             job = self.next_in_turn()
             if job is None:
                 return None
-            claimed = self.claim(job.pk, worker=worker)
+            claimed = self.claim(job.pk, worker=worker, task_id=task_id)
             if claimed is not None:
                 return claimed
         return None
@@ -139,11 +141,14 @@ class SegmentationJobQuerySet(models.QuerySet):
             Q(heartbeat_at__lt=before) | Q(heartbeat_at__isnull=True, started_at__lt=before)
         )
 
-    def claim(self, job_id: int, *, worker: str) -> SegmentationJob | None:
-        """queued -> running, for ``worker`` (host:pid); None when the job is not queued any more
+    def claim(self, job_id: int, *, worker: str, task_id: str = "") -> SegmentationJob | None:
+        """queued -> running, for ``worker`` (host:pid) in the task ``task_id`` (the tasks
+        backend's id of the run, when known); None when the job is not queued any more
         (cancelled, or already claimed through a duplicate task)."""
         now = timezone.now()
+        running_task = {"task_id": task_id} if task_id else {}
         claimed = self.filter(pk=job_id, status=SegmentationJob.Status.QUEUED).update(
+            **running_task,
             status=SegmentationJob.Status.RUNNING,
             attempts=F("attempts") + 1,
             started_at=now,

@@ -50,6 +50,9 @@ def upload_new(request):
         return _upload_page(request, UploadForm(), model)
     if not model.available:  # refused before a byte of the body is read
         return _upload_page(request, UploadForm(), model, status=503)
+    if upload_handlers.sent_in_chunks(request):
+        refusal = upload_handlers.CHUNKED_MESSAGE
+        return _upload_page(request, UploadForm(), model, status=411, refusal=refusal)
     limit = services.upload_limit_bytes()
     if upload_handlers.declared_too_large(request, limit_bytes=limit):
         refusal = services.too_large_message()

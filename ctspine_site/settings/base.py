@@ -151,10 +151,11 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "viewer.api.pagination.CasePagination",
-    # Scripts use a token (Authorization: Token <key>), browsers their session.
+    # Browsers use their session, scripts a token (Authorization: Token <key>). Session first:
+    # a request with neither is answered 403, as before tokens existed.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["viewer.permissions.DatasetAccess"],
     "DEFAULT_RENDERER_CLASSES": [

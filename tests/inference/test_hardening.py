@@ -6,15 +6,19 @@ request (``tests.support.memory``), which sees the C allocations of SimpleITK, z
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from inference.dicom_zip import check_decoded_size
 from inference.models import SegmentationJob, Upload
+from inference.tasks import enqueue, reap_dead_jobs
 from inference.uploads import UploadError
 from tests.inference.conftest import files_under, phantom_volumes, run_db_worker
 from tests.inference.test_uploads import nifti_bytes
@@ -206,3 +210,64 @@ def test_a_running_job_and_its_upload_cannot_be_deleted(api, model, media, user)
     assert api.delete(f"/api/uploads/{job.upload_id}/").status_code == 409
     assert Upload.objects.count() == 1 and SegmentationJob.objects.count() == 1
     assert len(files_under(media)) == 1  # the upload's image stays
+
+
+# --- 12: a chunked upload body gets a message that says so ----------------------------------------
+
+
+def test_a_chunked_upload_is_refused_with_a_message_that_says_so(api, alice, model, media):
+    # What a script piping into curl sends: no Content-Length, the body in chunks.
+    body = {"image": SimpleUploadedFile("ct.nii.gz", b"\x1f\x8b" + bytes(100))}
+    response = api.post(
+        "/api/uploads/",
+        body,
+        format="multipart",
+        HTTP_TRANSFER_ENCODING="chunked",
+        CONTENT_LENGTH="",
+    )
+    assert response.status_code == 411
+    assert response.json()["error"].startswith(
+        "The upload was sent in chunks (Transfer-Encoding: chunked) without its length"
+    )
+    page = alice.post("/uploads/new", body, HTTP_TRANSFER_ENCODING="chunked", CONTENT_LENGTH="")
+    assert page.status_code == 411
+    assert "sent in chunks (Transfer-Encoding: chunked)" in page.content.decode()
+    assert not Upload.objects.exists() and files_under(media) == []
+
+
+# --- 12: the tasks backend's row of a dead worker does not stay RUNNING ---------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the reaper re-queues after its transaction commits
+def test_the_task_row_of_a_dead_worker_is_failed_with_its_job_reaped(user, model, settings):
+    settings.CTSPINE_TASKS_BACKEND = "db"
+    job = SegmentationJob.objects.create(owner=user, title="ct.nii.gz")
+    enqueue(job.pk)
+    task_id = SegmentationJob.objects.get(pk=job.pk).task_id
+    # A worker took the task and the job, then died: row and job stay RUNNING, silent.
+    long_ago = timezone.now() - timedelta(hours=1)
+    DBTaskResult.objects.filter(id=task_id).update(status="RUNNING", started_at=long_ago)
+    SegmentationJob.objects.claim(job.pk, worker="dead:1", task_id=task_id)
+    SegmentationJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
+
+    assert reap_dead_jobs() == [(job.pk, "queued")]
+    dead_row = DBTaskResult.objects.get(id=task_id)
+    assert dead_row.status == "FAILED"
+    assert dead_row.traceback.startswith("The worker running this task stopped")
+    # The re-queued job has a new task of its own, waiting.
+    requeued = SegmentationJob.objects.get(pk=job.pk)
+    assert requeued.task_id != task_id
+    assert DBTaskResult.objects.get(id=requeued.task_id).status == "READY"
+
+
+@pytest.mark.django_db
+def test_the_task_row_of_a_live_job_stays_running(user, model, settings):
+    settings.CTSPINE_TASKS_BACKEND = "db"
+    job = SegmentationJob.objects.create(owner=user, title="ct.nii.gz")
+    enqueue(job.pk)
+    task_id = SegmentationJob.objects.get(pk=job.pk).task_id
+    long_ago = timezone.now() - timedelta(hours=1)
+    DBTaskResult.objects.filter(id=task_id).update(status="RUNNING", started_at=long_ago)
+    SegmentationJob.objects.claim(job.pk, worker="alive:1", task_id=task_id)  # heartbeat now
+    assert reap_dead_jobs() == []
+    assert DBTaskResult.objects.get(id=task_id).status == "RUNNING"
