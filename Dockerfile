@@ -36,4 +36,5 @@ RUN useradd --uid 1000 --create-home ctspine \
 USER ctspine
 EXPOSE 8000
 # The web server; the worker service overrides the command (see docker-compose.yml).
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn ctspine_site.wsgi --bind 0.0.0.0:8000 --workers ${WEB_WORKERS:-4} --timeout 300"]
+# gunicorn.conf.py: threaded workers, WEB_WORKERS processes of WEB_THREADS threads, port 8000.
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn -c gunicorn.conf.py ctspine_site.wsgi"]
