@@ -16,6 +16,7 @@ import re
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from struct import error as struct_error
@@ -237,28 +238,36 @@ _PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # pixel data: integer, 
 
 @dataclass(frozen=True)
 class _PixelSize:
-    """What one file's pixels take once decoded: ``decoded_bytes`` also counts a deflated data
-    set's whole inflated size (a deflate bomb need not sit in the pixel data)."""
+    """What one file's pixels take once decoded, from its header; ``deflated``: the whole data
+    set is one deflate stream (transfer syntax 1.2.840.10008.1.2.1.99)."""
 
     rows: int
     columns: int
     frames: int
     bytes_per_voxel: int
-    decoded_bytes: int
+    deflated: bool
+
+    @property
+    def voxels(self) -> int:
+        return self.rows * self.columns * self.frames
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.voxels * self.bytes_per_voxel
 
 
 def check_decoded_size(files: dict[Path, str], *, name: str, max_bytes: int) -> None:
     """Refuse a series whose pixels would take more than ``max_bytes`` or whose voxels are more
     than :data:`inference.uploads.MAX_VOXELS` once decoded: rows x columns x frames x bytes per
-    voxel of every file, from the headers alone. Never holds more than a few MB of a file."""
-    sizes = [size for path in files if (size := _pixel_size(path, limit=max_bytes)) is not None]
+    voxel of every file, from the headers alone. Deflated files are then inflated in 1 MB steps
+    and counted, all together against ``max_bytes`` (a deflate bomb need not sit in the pixels);
+    never more than a few MB of a file is held."""
+    sizes = {path: size for path in files if (size := _pixel_size(path)) is not None}
     if not sizes:
         return
-    total = sum(size.decoded_bytes for size in sizes)
-    voxels = sum(size.rows * size.columns * size.frames for size in sizes)
-    if total <= max_bytes and voxels <= MAX_VOXELS:
-        return
-    largest = max(sizes, key=lambda size: size.rows * size.columns)
+    total = sum(size.decoded_bytes for size in sizes.values())
+    voxels = sum(size.voxels for size in sizes.values())
+    largest = max(sizes.values(), key=lambda size: size.rows * size.columns)
     described = (
         f"{len(sizes)} slices of up to {largest.rows} x {largest.columns} pixels"
         f" x {largest.bytes_per_voxel} bytes"
@@ -270,63 +279,89 @@ def check_decoded_size(files: dict[Path, str], *, name: str, max_bytes: int) -> 
             field="image",
             status=413,
         )
-    raise UploadError(
-        f"{name}: the DICOM series holds {described}: {total / 2**20:.0f} MB once decoded; a zip"
-        f" of this size may hold at most {max_bytes / 2**20:.0f} MB of pixels",
-        field="image",
-        status=413,
-    )
+    if total > max_bytes:
+        raise UploadError(
+            f"{name}: the DICOM series holds {described}: {total / 2**20:.0f} MB once decoded;"
+            f" a zip of this size may hold at most {max_bytes / 2**20:.0f} MB of pixels",
+            field="image",
+            status=413,
+        )
+    inflated = 0
+    for path in (path for path, size in sizes.items() if size.deflated):
+        inflated += _inflated_size(path, limit=max_bytes - inflated)
+        if inflated > max_bytes:
+            raise UploadError(
+                f"{name}: its deflated DICOM files inflate to more than"
+                f" {max_bytes / 2**20:.0f} MB, the most a zip of this size may hold",
+                field="image",
+                status=413,
+            )
 
 
-def _pixel_size(path: Path, *, limit: int) -> _PixelSize | None:
+def _pixel_size(path: Path) -> _PixelSize | None:
     """The decoded size of one DICOM file's pixels, or None when it is not a DICOM image."""
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
     except (InvalidDicomError, OSError, ValueError, EOFError, struct_error):
         return None
     if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return _deflated_pixel_size(path, limit=limit)
+        header = _deflated_header(path)
+        return None if header is None else _size_from_header(header, deflated=True)
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, struct_error):
         return None
-    return _size_from_header(header, decoded_bytes=0)
+    return _size_from_header(header, deflated=False)
 
 
-def _deflated_pixel_size(path: Path, *, limit: int) -> _PixelSize | None:
-    """Inflate a deflated-syntax file in 1 MB steps, keeping only its header and counting the
-    rest; stops counting past ``limit`` (the file is refused then anyway)."""
+def _inflate(path: Path) -> Iterator[bytes]:
+    """The inflated data set of a deflated-syntax file, 1 MB at most at a time."""
     with open(path, "rb") as handle:
         handle.seek(128 + 4)
         group = handle.read(12)  # (0002,0000) UL: the length of the rest of the file meta
         if len(group) < 12:
-            return None
+            return
         handle.seek(128 + 4 + 12 + int.from_bytes(group[8:12], "little"))
         inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-        head, inflated = b"", 0
-        try:
-            while inflated <= limit and (block := handle.read(1 << 16)):
-                while block and inflated <= limit:
-                    out = inflate.decompress(block, 1 << 20)
-                    block = inflate.unconsumed_tail
-                    inflated += len(out)
-                    if len(head) < MAX_DICOM_HEADER_BYTES:
-                        head += out[: MAX_DICOM_HEADER_BYTES - len(head)]
-        except zlib.error:
-            return None
+        while block := handle.read(1 << 16):
+            while block:
+                yield inflate.decompress(block, 1 << 20)
+                block = inflate.unconsumed_tail
+
+
+def _deflated_header(path: Path):
+    """The tags before the pixel data of a deflated-syntax file (at most
+    :data:`MAX_DICOM_HEADER_BYTES` inflated), or None when they cannot be read."""
+    head = b""
     try:
-        header = read_dataset(
-            DicomBytesIO(head),
+        for out in _inflate(path):
+            head += out
+            if len(head) >= MAX_DICOM_HEADER_BYTES:
+                break
+        return read_dataset(
+            DicomBytesIO(head[:MAX_DICOM_HEADER_BYTES]),
             is_implicit_VR=False,
             is_little_endian=True,
             stop_when=lambda tag, vr, length: tag in _PIXEL_DATA_TAGS,
         )
-    except (OSError, ValueError, EOFError, struct_error):
+    except (zlib.error, OSError, ValueError, EOFError, struct_error):
         return None
-    return _size_from_header(header, decoded_bytes=inflated)
 
 
-def _size_from_header(header, *, decoded_bytes: int) -> _PixelSize | None:
+def _inflated_size(path: Path, *, limit: int) -> int:
+    """Bytes the deflated file inflates to, counted up to just past ``limit``."""
+    inflated = 0
+    try:
+        for out in _inflate(path):
+            inflated += len(out)
+            if inflated > limit:
+                break
+    except zlib.error:
+        pass  # a corrupt stream: SimpleITK refuses the file with its own message
+    return inflated
+
+
+def _size_from_header(header, *, deflated: bool) -> _PixelSize | None:
     try:
         rows, columns = int(header.Rows), int(header.Columns)
         bits = int(header.get("BitsAllocated", 16))
@@ -334,9 +369,7 @@ def _size_from_header(header, *, decoded_bytes: int) -> _PixelSize | None:
         frames = int(header.get("NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError):
         return None
-    bytes_per_voxel = max(bits // 8, 1) * samples
-    pixels = rows * columns * frames * bytes_per_voxel
-    return _PixelSize(rows, columns, frames, bytes_per_voxel, max(pixels, decoded_bytes))
+    return _PixelSize(rows, columns, frames, max(bits // 8, 1) * samples, deflated)
 
 
 def _read_slice(path: Path) -> _Slice | None:

@@ -55,6 +55,22 @@ def test_deflated_dicom_zip_is_refused_from_its_headers(api, model, media, tmp_p
     assert files_under(media) == []
 
 
+def test_deflate_bomb_outside_the_pixels_is_refused_in_bounded_memory(api, model, media, tmp_path):
+    # Small 64 x 64 slices whose deflate streams carry 300 MB of zeros after the pixel data.
+    bomb = deflated_dicom_zip(
+        tmp_path / "bomb.zip", rows=64, columns=64, slices=2, trailing_bytes=300 << 20
+    )
+    with peak_rss_growth() as peak:
+        response = post_image(api, bomb, "bomb.zip")
+    assert response.status_code == 413, response.content
+    assert response.json()["error"] == (
+        "bomb.zip: its deflated DICOM files inflate to more than 100 MB, the most a zip of this"
+        " size may hold"
+    )
+    assert peak.mib < REFUSAL_BUDGET_MIB, f"the refusal took {peak.mib:.0f} MiB"
+    assert not Upload.objects.exists() and files_under(media) == []
+
+
 def test_dicom_series_beyond_the_voxel_cap_is_refused_from_its_headers(tmp_path):
     # Headers claiming 65535 x 65535 pixels (4.3 G voxels), with no pixel data at all: only the
     # headers are read, so the refusal names the voxel count.

@@ -19,11 +19,18 @@ _ZERO_BLOCK = bytes(1 << 20)
 
 
 def deflated_dicom_slice(
-    path: Path, *, rows: int, columns: int, position_mm: float, series_uid: str
+    path: Path,
+    *,
+    rows: int,
+    columns: int,
+    position_mm: float,
+    series_uid: str,
+    trailing_bytes: int = 0,
 ) -> Path:
     """One CT slice of ``rows`` x ``columns`` int16 zeros in DICOM's deflated transfer syntax
     (1.2.840.10008.1.2.1.99): the whole data set, pixels included, is one deflate stream, so a
-    slice of hundreds of MB takes a few hundred kB. Streamed: never more than 1 MB in memory."""
+    slice of hundreds of MB takes a few hundred kB; ``trailing_bytes`` zeros follow the pixel
+    data inside the stream. Streamed: never more than 1 MB in memory."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -57,7 +64,7 @@ def deflated_dicom_slice(
         write_file_meta_info(meta_bytes, meta, enforce_standard=True)
         sink.write(meta_bytes.getvalue())
         sink.write(deflate.compress(encoded.getvalue() + pixel_element))
-        left = pixel_bytes
+        left = pixel_bytes + trailing_bytes
         while left:
             block = _ZERO_BLOCK[: min(left, len(_ZERO_BLOCK))]
             sink.write(deflate.compress(block))
@@ -66,7 +73,9 @@ def deflated_dicom_slice(
     return path
 
 
-def deflated_dicom_zip(path: Path, *, rows: int, columns: int, slices: int) -> Path:
+def deflated_dicom_zip(
+    path: Path, *, rows: int, columns: int, slices: int, trailing_bytes: int = 0
+) -> Path:
     """A zip of one series of ``slices`` deflated DICOM slices (see :func:`deflated_dicom_slice`)."""
     series = generate_uid()
     # Stored, not deflated again: the zip's own expansion limits then see nothing to refuse.
@@ -74,7 +83,12 @@ def deflated_dicom_zip(path: Path, *, rows: int, columns: int, slices: int) -> P
         for number in range(slices):
             member = path.with_name(f"slice{number:03d}.dcm")
             deflated_dicom_slice(
-                member, rows=rows, columns=columns, position_mm=float(number), series_uid=series
+                member,
+                rows=rows,
+                columns=columns,
+                position_mm=float(number),
+                series_uid=series,
+                trailing_bytes=trailing_bytes,
             )
             archive.write(member, f"series/{member.name}")
             member.unlink()
