@@ -233,7 +233,7 @@ def create_job(
         check_model_grid(name=case.case_id, shape=case.shape, spacing_mm=case.spacing, mode=mode)
     with transaction.atomic():
         # Lock the user's row: two requests at once cannot both pass the limit.
-        get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+        get_user_model().objects.select_for_update().only("pk").get(pk=user.pk)
         check_job_quota(user)
         job = SegmentationJob.objects.create(
             owner=user,
