@@ -30,9 +30,11 @@ COPY . .
 RUN useradd --uid 1000 --create-home ctspine \
  && mkdir -p /data /cache /media /models \
  && chown ctspine:ctspine /cache /media \
- && SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v 0
+ && SECRET_KEY="$(python -c "import secrets; print(secrets.token_hex(32))")" \
+    python manage.py collectstatic --noinput -v 0
 
 USER ctspine
 EXPOSE 8000
 # The web server; the worker service overrides the command (see docker-compose.yml).
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn ctspine_site.wsgi --bind 0.0.0.0:8000 --workers ${WEB_WORKERS:-4} --timeout 300"]
+# gunicorn.conf.py: threaded workers, WEB_WORKERS processes of WEB_THREADS threads, port 8000.
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn -c gunicorn.conf.py ctspine_site.wsgi"]

@@ -26,7 +26,10 @@ LAYER_TITLES = json.dumps(
 
 def evaluated_volumes(run_id: int, case_id: str, user) -> tuple[CaseResult, VolumeSet]:
     """The case's image and ground truth from the catalog, and the run's prediction; raises
-    Unavailable with the status and message to answer."""
+    Unavailable with the status and message to answer. Visibility first: to whoever may not see
+    the dataset, every case answers alike (which cases a run holds is not told)."""
+    if not dataset_visible_to(user):
+        raise Unavailable(403, "Sign in to see the dataset.")
     result = CaseResult.objects.filter(run_id=run_id, case_id=case_id).first()
     if result is None:
         raise Unavailable(404, f"case {case_id} is not in evaluation run {run_id}")

@@ -79,6 +79,8 @@ class UploadListCreate(APIView):
         model = model_status()
         if not model.available:
             return _error(model.message, status.HTTP_503_SERVICE_UNAVAILABLE)
+        if upload_handlers.sent_in_chunks(request):
+            return _error(upload_handlers.CHUNKED_MESSAGE, status.HTTP_411_LENGTH_REQUIRED)
         limit = services.upload_limit_bytes()
         if upload_handlers.declared_too_large(request, limit_bytes=limit):
             return _error(services.too_large_message(), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
@@ -90,13 +92,11 @@ class UploadListCreate(APIView):
             return _error(f"{field}: {' '.join(map(str, errors))}", 400, field=field)
         label = form.validated_data.get("label")
         try:
-            upload = services.create_upload(
+            upload, job = services.create_upload_job(
                 user=request.user,
                 image=form.validated_data["image"].incoming(),
                 label=label.incoming() if label is not None else None,
-            )
-            job = services.create_job(
-                user=request.user, upload=upload, mode=form.validated_data.get("mode")
+                mode=form.validated_data.get("mode"),
             )
         except UploadError as exc:
             return _error(exc.message, exc.status, field=exc.field)
@@ -104,6 +104,31 @@ class UploadListCreate(APIView):
             return _error(model_error_message(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
         body = {"upload": UploadSerializer(upload).data, "job": JobSerializer(job).data}
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+class UploadDetail(APIView):
+    """``GET``: one of your uploads. ``DELETE``: remove it, its jobs and all their files (409
+    while one of its jobs runs: cancel it first)."""
+
+    permission_classes = [IsAuthenticated]
+
+    def _own(self, request, upload_id: int) -> Upload:
+        upload = Upload.objects.visible_to(request.user).filter(pk=upload_id).first()
+        if upload is None:
+            raise Http404("no such upload")
+        return upload
+
+    @extend_schema(responses=UploadSerializer)
+    def get(self, request, upload_id: int):
+        return Response(UploadSerializer(self._own(request, upload_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, upload_id: int):
+        try:
+            services.delete_upload(self._own(request, upload_id))
+        except JobStateError as exc:
+            return _error(exc.message, exc.status)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class JobListCreate(APIView):
@@ -148,13 +173,22 @@ class JobListCreate(APIView):
 
 
 class JobDetail(APIView):
-    """One of your jobs: state, progress, model, timings (s) and, when done, results and metrics."""
+    """``GET``: one of your jobs: state, progress, model, timings (s) and, when done, results and
+    metrics. ``DELETE``: remove it and its result files (409 while it runs: cancel it first)."""
 
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses=JobSerializer)
     def get(self, request, job_id: int):
         return Response(JobSerializer(own_job(request, job_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, job_id: int):
+        try:
+            services.delete_job(own_job(request, job_id))
+        except JobStateError as exc:
+            return _error(exc.message, exc.status)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class JobCancel(APIView):

@@ -4,7 +4,9 @@
 links, bombs, thousands of files) before and while it writes anything; :func:`dicom_series_to_nifti`
 checks that the files are one evenly spaced series and converts it with SimpleITK, which keeps the
 DICOM geometry (LPS) and writes it as the NIfTI affine (RAS). The series is held in memory once,
-while it is converted. Refusals are :class:`inference.uploads.UploadError`.
+while it is converted, and only after its decoded size (rows x columns x slices x bytes, read
+from the headers with bounded memory) passed the limits: DICOM's own compression (deflate, JPEG
+2000) hides that size from the zip's. Refusals are :class:`inference.uploads.UploadError`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,20 @@ import re
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from struct import error as struct_error
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from inference.uploads import IncomingFile, UploadError
+from inference.uploads import MAX_VOXELS, IncomingFile, UploadError
 
 # Files a zip tool or an operating system adds beside the images; skipped, not refused.
 _ZIP_NOISE = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|desktop\.ini$|DICOMDIR$)")
@@ -29,11 +38,14 @@ _ZIP_NOISE = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|desktop\.ini$|
 @dataclass(frozen=True)
 class ZipLimits:
     """What a DICOM zip may hold: ``max_files`` entries, at most ``max_expanded_bytes`` and at
-    most ``max_ratio`` times its own size once extracted (zip bombs expand thousands of times)."""
+    most ``max_ratio`` times its own size once extracted (zip bombs expand thousands of times);
+    its series at most ``max_expanded_bytes`` and ``max_decoded_ratio`` times the zip's size once
+    the pixels are decoded (lossless DICOM compression stays far below; a bomb does not)."""
 
     max_files: int = 5000
     max_expanded_bytes: int = 8 << 30
     max_ratio: float = 20.0
+    max_decoded_ratio: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,12 @@ def _expansion_budget(incoming: IncomingFile, limits: ZipLimits) -> int:
     return int(min(limits.max_expanded_bytes, limits.max_ratio * max(size, 1 << 20)))
 
 
+def decoded_budget(incoming: IncomingFile, limits: ZipLimits) -> int:
+    """The most bytes the series in the zip ``incoming`` may take once its pixels are decoded."""
+    size = incoming.path.stat().st_size
+    return int(min(limits.max_expanded_bytes, limits.max_decoded_ratio * max(size, 1 << 20)))
+
+
 def _too_expanded(incoming: IncomingFile, size: int, limits: ZipLimits) -> UploadError:
     zipped = incoming.path.stat().st_size
     return UploadError(
@@ -153,15 +171,20 @@ class _Slice:
     size: tuple[int, ...]
 
 
-def dicom_series_to_nifti(files: dict[Path, str], output: Path, *, name: str) -> DicomFacts:
+def dicom_series_to_nifti(
+    files: dict[Path, str], output: Path, *, name: str, max_decoded_bytes: int
+) -> DicomFacts:
     """Convert the DICOM files ``files`` (path -> name shown in messages) into one NIfTI image
     ``output`` (``.nii.gz``), written atomically, with the series geometry (LPS in DICOM, RAS in
     the NIfTI header, as SimpleITK converts it).
 
-    Refused: files that are not DICOM images (named), several series (listed), slices with
+    Refused before any pixel is decoded: a series larger than ``max_decoded_bytes`` or
+    :data:`inference.uploads.MAX_VOXELS` once decoded (see :func:`check_decoded_size`). Refused
+    then: files that are not DICOM images (named), several series (listed), slices with
     differing orientation or size, two slices at one position, unevenly spaced slices (a missing
     slice), multi-frame files. The slices are ordered along the slice normal, not by file name.
     """
+    check_decoded_size(files, name=name, max_bytes=max_decoded_bytes)
     slices, not_images = [], []
     for path, shown in sorted(files.items(), key=lambda item: item[1]):
         found = _read_slice(path)
@@ -206,6 +229,147 @@ def dicom_series_to_nifti(files: dict[Path, str], output: Path, *, name: str) ->
         modality=modality,
         warnings=warnings,
     )
+
+
+# The header of one DICOM file (every tag before the pixel data) must fit in this many bytes.
+MAX_DICOM_HEADER_BYTES = 4 << 20
+_PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # pixel data: integer, float, double
+
+
+@dataclass(frozen=True)
+class _PixelSize:
+    """What one file's pixels take once decoded, from its header; ``deflated``: the whole data
+    set is one deflate stream (transfer syntax 1.2.840.10008.1.2.1.99)."""
+
+    rows: int
+    columns: int
+    frames: int
+    bytes_per_voxel: int
+    deflated: bool
+
+    @property
+    def voxels(self) -> int:
+        return self.rows * self.columns * self.frames
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.voxels * self.bytes_per_voxel
+
+
+def check_decoded_size(files: dict[Path, str], *, name: str, max_bytes: int) -> None:
+    """Refuse a series whose pixels would take more than ``max_bytes`` or whose voxels are more
+    than :data:`inference.uploads.MAX_VOXELS` once decoded: rows x columns x frames x bytes per
+    voxel of every file, from the headers alone. Deflated files are then inflated in 1 MB steps
+    and counted, all together against ``max_bytes`` (a deflate bomb need not sit in the pixels);
+    never more than a few MB of a file is held."""
+    sizes = {path: size for path in files if (size := _pixel_size(path)) is not None}
+    if not sizes:
+        return
+    total = sum(size.decoded_bytes for size in sizes.values())
+    voxels = sum(size.voxels for size in sizes.values())
+    largest = max(sizes.values(), key=lambda size: size.rows * size.columns)
+    described = (
+        f"{len(sizes)} slices of up to {largest.rows} x {largest.columns} pixels"
+        f" x {largest.bytes_per_voxel} bytes"
+    )
+    if voxels > MAX_VOXELS:
+        raise UploadError(
+            f"{name}: the DICOM series holds {described}: {voxels} voxels, more than the"
+            f" {MAX_VOXELS} this server processes",
+            field="image",
+            status=413,
+        )
+    if total > max_bytes:
+        raise UploadError(
+            f"{name}: the DICOM series holds {described}: {total / 2**20:.0f} MB once decoded;"
+            f" a zip of this size may hold at most {max_bytes / 2**20:.0f} MB of pixels",
+            field="image",
+            status=413,
+        )
+    inflated = 0
+    for path in (path for path, size in sizes.items() if size.deflated):
+        inflated += _inflated_size(path, limit=max_bytes - inflated)
+        if inflated > max_bytes:
+            raise UploadError(
+                f"{name}: its deflated DICOM files inflate to more than"
+                f" {max_bytes / 2**20:.0f} MB, the most a zip of this size may hold",
+                field="image",
+                status=413,
+            )
+
+
+def _pixel_size(path: Path) -> _PixelSize | None:
+    """The decoded size of one DICOM file's pixels, or None when it is not a DICOM image."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError, struct_error):
+        return None
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        header = _deflated_header(path)
+        return None if header is None else _size_from_header(header, deflated=True)
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, struct_error):
+        return None
+    return _size_from_header(header, deflated=False)
+
+
+def _inflate(path: Path) -> Iterator[bytes]:
+    """The inflated data set of a deflated-syntax file, 1 MB at most at a time."""
+    with open(path, "rb") as handle:
+        handle.seek(128 + 4)
+        group = handle.read(12)  # (0002,0000) UL: the length of the rest of the file meta
+        if len(group) < 12:
+            return
+        handle.seek(128 + 4 + 12 + int.from_bytes(group[8:12], "little"))
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        while block := handle.read(1 << 16):
+            while block:
+                yield inflate.decompress(block, 1 << 20)
+                block = inflate.unconsumed_tail
+
+
+def _deflated_header(path: Path):
+    """The tags before the pixel data of a deflated-syntax file (at most
+    :data:`MAX_DICOM_HEADER_BYTES` inflated), or None when they cannot be read."""
+    head = b""
+    try:
+        for out in _inflate(path):
+            head += out
+            if len(head) >= MAX_DICOM_HEADER_BYTES:
+                break
+        return read_dataset(
+            DicomBytesIO(head[:MAX_DICOM_HEADER_BYTES]),
+            is_implicit_VR=False,
+            is_little_endian=True,
+            stop_when=lambda tag, vr, length: tag in _PIXEL_DATA_TAGS,
+        )
+    except (zlib.error, OSError, ValueError, EOFError, struct_error):
+        return None
+
+
+def _inflated_size(path: Path, *, limit: int) -> int:
+    """Bytes the deflated file inflates to, counted up to just past ``limit``."""
+    inflated = 0
+    try:
+        for out in _inflate(path):
+            inflated += len(out)
+            if inflated > limit:
+                break
+    except zlib.error:
+        pass  # a corrupt stream: SimpleITK refuses the file with its own message
+    return inflated
+
+
+def _size_from_header(header, *, deflated: bool) -> _PixelSize | None:
+    try:
+        rows, columns = int(header.Rows), int(header.Columns)
+        bits = int(header.get("BitsAllocated", 16))
+        samples = int(header.get("SamplesPerPixel", 1))
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return _PixelSize(rows, columns, frames, max(bits // 8, 1) * samples, deflated)
 
 
 def _read_slice(path: Path) -> _Slice | None:

@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -87,17 +88,67 @@ class SegmentationJobQuerySet(models.QuerySet):
             status__in=(SegmentationJob.Status.QUEUED, SegmentationJob.Status.RUNNING)
         )
 
+    def active_for(self, user):
+        """``user``'s queued and running jobs (what the per-user limit counts)."""
+        return self.active().filter(owner=user)
+
+    def next_in_turn(self) -> SegmentationJob | None:
+        """The queued job to start next. Users take turns rather than first come, first served:
+        the owner with the fewest running jobs goes first, then the owner whose last job started
+        longest ago (one who never had a job started, first), then that owner's oldest job."""
+        Status = SegmentationJob.Status
+        owner_jobs = SegmentationJob.objects.filter(owner=OuterRef("owner")).order_by()
+        running = (
+            owner_jobs.filter(status=Status.RUNNING)
+            .values("owner")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
+        last_start = (
+            owner_jobs.filter(started_at__isnull=False)
+            .order_by("-started_at")
+            .values("started_at")[:1]
+        )
+        return (
+            self.filter(status=Status.QUEUED)
+            .annotate(
+                owner_running=Coalesce(Subquery(running), 0),
+                owner_last_start=Subquery(last_start),
+            )
+            .order_by(
+                "owner_running", F("owner_last_start").asc(nulls_first=True), "created_at", "pk"
+            )
+            .first()
+        )
+
+    def claim_in_turn(
+        self, *, worker: str, task_id: str = "", tries: int = 5
+    ) -> SegmentationJob | None:
+        """Claim :meth:`next_in_turn` for ``worker``; None when nothing is queued. Another worker
+        may claim the same job first: then the next in turn is tried, ``tries`` times at most."""
+        for _ in range(tries):
+            job = self.next_in_turn()
+            if job is None:
+                return None
+            claimed = self.claim(job.pk, worker=worker, task_id=task_id)
+            if claimed is not None:
+                return claimed
+        return None
+
     def stale(self, *, before: datetime):
         """Running jobs whose worker has not reported since ``before``."""
         return self.filter(status=SegmentationJob.Status.RUNNING).filter(
             Q(heartbeat_at__lt=before) | Q(heartbeat_at__isnull=True, started_at__lt=before)
         )
 
-    def claim(self, job_id: int, *, worker: str) -> SegmentationJob | None:
-        """queued -> running, for ``worker`` (host:pid); None when the job is not queued any more
+    def claim(self, job_id: int, *, worker: str, task_id: str = "") -> SegmentationJob | None:
+        """queued -> running, for ``worker`` (host:pid) in the task ``task_id`` (the tasks
+        backend's id of the run, when known); None when the job is not queued any more
         (cancelled, or already claimed through a duplicate task)."""
         now = timezone.now()
+        running_task = {"task_id": task_id} if task_id else {}
         claimed = self.filter(pk=job_id, status=SegmentationJob.Status.QUEUED).update(
+            **running_task,
             status=SegmentationJob.Status.RUNNING,
             attempts=F("attempts") + 1,
             started_at=now,
@@ -356,6 +407,12 @@ class SegmentationJob(models.Model):
         )
 
     # --- a user's request ---------------------------------------------------------------------
+
+    def delete_unless_running(self) -> bool:
+        """Delete this job's row unless a worker runs it (a queued job's task then finds nothing
+        to claim); False when it is running."""
+        jobs = SegmentationJob.objects.filter(pk=self.pk).exclude(status=self.Status.RUNNING)
+        return bool(jobs.delete()[0])
 
     def cancel(self) -> bool:
         """queued -> cancelled at once; running: ask its worker to stop (it notices within about

@@ -9,12 +9,15 @@ their root.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from inference import dicom_zip, jobs, uploads
@@ -22,6 +25,7 @@ from inference.dicom_zip import ZipLimits
 from inference.jobs import JobInputError, JobStateError, media_root
 from inference.model_settings import configured_model
 from inference.models import SegmentationJob, Upload
+from inference.nnunet.config import check_model_folder
 from inference.tasks import enqueue
 from inference.uploads import IncomingFile, UploadError
 from viewer.models import Case
@@ -73,7 +77,12 @@ def create_upload(
             limits = zip_limits or ZipLimits(max_expanded_bytes=4 * upload_limit_bytes())
             files = dicom_zip.extract_zip(image, work / "dicom", limits=limits)
             image_file = "image.nii.gz"
-            dicom = dicom_zip.dicom_series_to_nifti(files, work / image_file, name=image.name)
+            dicom = dicom_zip.dicom_series_to_nifti(
+                files,
+                work / image_file,
+                name=image.name,
+                max_decoded_bytes=dicom_zip.decoded_budget(image, limits),
+            )
             shutil.rmtree(work / "dicom")
             stored = IncomingFile(path=work / image_file, name=image.name)
         else:
@@ -123,7 +132,79 @@ def create_upload(
         raise
 
 
+def create_upload_job(
+    *, user, image: IncomingFile, label: IncomingFile | None = None, mode: str | None = None
+) -> tuple[Upload, SegmentationJob]:
+    """Store an upload (:func:`create_upload`) and queue its segmentation (:func:`create_job`).
+
+    The per-user job limit is checked before the files are looked at; a job refused afterwards
+    (too large on the model's grid) removes the upload again. Every refusal is an UploadError.
+    """
+    try:
+        check_job_quota(user)
+        upload = create_upload(user=user, image=image, label=label)
+    except JobInputError as exc:
+        raise UploadError(exc.message, field=None, status=exc.status) from None
+    try:
+        job = create_job(user=user, upload=upload, mode=mode)
+    except JobInputError as exc:
+        delete_upload(upload)
+        raise UploadError(exc.message, field="image", status=exc.status) from None
+    except BaseException:
+        delete_upload(upload)
+        raise
+    return upload, job
+
+
 # --- jobs ----------------------------------------------------------------------------------------
+
+
+def max_active_jobs() -> int:
+    """CTSPINE_MAX_ACTIVE_JOBS_PER_USER: how many queued plus running jobs one user may have."""
+    return int(settings.CTSPINE_MAX_ACTIVE_JOBS_PER_USER)
+
+
+def check_job_quota(user) -> None:
+    """JobInputError (429) when ``user`` already has the most queued plus running jobs allowed."""
+    active = SegmentationJob.objects.active_for(user).count()
+    if active >= max_active_jobs():
+        raise JobInputError(
+            f"You already have {active} jobs queued or running; at most {max_active_jobs()} are"
+            " allowed at once (CTSPINE_MAX_ACTIVE_JOBS_PER_USER). Wait for one to finish or cancel"
+            " one.",
+            status=429,
+        )
+
+
+def model_grid_shape(
+    shape: Sequence[int], spacing_mm: Sequence[float], target_spacing_mm: Sequence[float]
+) -> tuple[int, ...]:
+    """The shape (voxels, same axis order) of a volume of ``shape`` voxels of ``spacing_mm`` once
+    resampled to ``target_spacing_mm``, as nnU-Net resamples it (extent / target, rounded)."""
+    return tuple(
+        max(1, round(n * s / t))
+        for n, s, t in zip(shape, spacing_mm, target_spacing_mm, strict=True)
+    )
+
+
+def check_model_grid(*, name: str, shape, spacing_mm, mode: str) -> None:
+    """JobInputError (413) when the volume (``shape`` voxels of ``spacing_mm`` mm, RAS order)
+    would exceed CTSPINE_MAX_MODEL_VOXELS on the model's grid: a coarse header can ask the model
+    to work on a thousand times the voxels the file holds."""
+    info = check_model_folder(configured_model(mode))
+    target = tuple(reversed(info.spacing_mm))  # plans.json is (k, j, i); the volume is (i, j, k)
+    grid = model_grid_shape(shape, spacing_mm, target)
+    voxels = math.prod(grid)
+    limit = int(settings.CTSPINE_MAX_MODEL_VOXELS)
+    if voxels > limit:
+        raise JobInputError(
+            f"{name}: {' x '.join(map(str, shape))} voxels of"
+            f" {' x '.join(f'{s:g}' for s in spacing_mm)} mm become"
+            f" {' x '.join(map(str, grid))} = {voxels / 1e6:.1f} million voxels on the model's"
+            f" {' x '.join(f'{t:g}' for t in target)} mm grid; at most {limit / 1e6:.1f} million"
+            " are segmented (CTSPINE_MAX_MODEL_VOXELS)",
+            status=413,
+        )
 
 
 def create_job(
@@ -132,8 +213,9 @@ def create_job(
     """Queue a segmentation of ``upload`` (the user's own) or of a dataset ``case``.
 
     The model settings are checked first: nothing is stored when they are unusable (raises
-    ModelConfigError). The task is enqueued when the transaction commits, so a worker never looks
-    for a job row that is not there yet.
+    ModelConfigError). Refused with JobInputError: a volume too large on the model's grid (413),
+    a user at the limit of queued plus running jobs (429). The task is enqueued when the
+    transaction commits, so a worker never looks for a job row that is not there yet.
     """
     if (upload is None) == (case is None):
         raise JobInputError("give either an upload or a dataset case")
@@ -143,7 +225,16 @@ def create_job(
         jobs.check_case(case)
     mode = mode or settings.CTSPINE_NNUNET_MODE
     configured_model(mode)
+    if upload is not None:
+        check_model_grid(
+            name=upload.image_name, shape=upload.shape, spacing_mm=upload.spacing_mm, mode=mode
+        )
+    elif case.shape and case.spacing:
+        check_model_grid(name=case.case_id, shape=case.shape, spacing_mm=case.spacing, mode=mode)
     with transaction.atomic():
+        # Lock the user's row: two requests at once cannot both pass the limit.
+        get_user_model().objects.select_for_update().only("pk").get(pk=user.pk)
+        check_job_quota(user)
         job = SegmentationJob.objects.create(
             owner=user,
             upload=upload,
@@ -154,6 +245,26 @@ def create_job(
         )
         transaction.on_commit(lambda: enqueue(job.pk))
     return job
+
+
+def delete_upload(upload: Upload) -> None:
+    """Delete an upload, its jobs and every file of them; JobStateError (409) while one of its
+    jobs runs (cancel it first)."""
+    for job in upload.jobs.all():
+        delete_job(job)
+    folder = jobs.media_path(upload.image_path).parent
+    upload.delete()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def delete_job(job: SegmentationJob) -> None:
+    """Delete a job that is not running, and its result files; JobStateError (409) while it runs
+    (its worker is writing there: cancel it first)."""
+    if not job.delete_unless_running():
+        raise JobStateError(
+            f"job {job.pk} is running; cancel it, then delete it once it has stopped"
+        )
+    shutil.rmtree(jobs.results_dir(job), ignore_errors=True)
 
 
 def cancel_job(job: SegmentationJob) -> SegmentationJob:

@@ -1,8 +1,9 @@
 """The segmentation task, run by a worker (``manage.py db_worker``, or ``rqworker`` with the rq
 backend) through the Django tasks API.
 
-The task takes a job's primary key, claims the job (returns at once if it is not queued any
-more), and while the model runs a monitor thread writes the heartbeat and progress every few
+Each queued job enqueues one task; a task claims the queued job whose turn it is (users take
+turns, :meth:`~inference.models.SegmentationJobQuerySet.next_in_turn`), which is often but not
+always the job that enqueued it, and returns at once when nothing is queued any more. While the model runs a monitor thread writes the heartbeat and progress every few
 seconds and notices a cancel request. The model is loaded once per worker process and reused.
 Known failures become a message for the user on the job; unexpected ones are stored the same way
 and re-raised, so the tasks backend keeps the traceback for the operator.
@@ -19,10 +20,14 @@ import shutil
 import socket
 import threading
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
-from django_tasks import task
+from django.utils import timezone
+from django_tasks import TaskContext, task
+from django_tasks.base import TaskResultStatus
+from django_tasks_db.models import DBTaskResult
 
 from ctspine.imaging.volume_io import VolumeError
 from inference import jobs, pipeline
@@ -41,13 +46,16 @@ class JobLost(pipeline.Cancelled):
     """The job is no longer this worker's: the reaper gave it to another (a stall taken for death)."""
 
 
-@task()
-def segment_job(job_id: int) -> str:
-    """Segment the job ``job_id``; returns what happened ("succeeded", "failed: ...")."""
+@task(takes_context=True)
+def segment_job(context: TaskContext, job_id: int) -> str:
+    """Segment the queued job whose turn it is (``job_id`` is the job that enqueued this run);
+    returns what happened ("succeeded", "failed: ...")."""
     reap_dead_jobs()
-    job = SegmentationJob.objects.claim(job_id, worker=worker_name())
+    job = SegmentationJob.objects.claim_in_turn(
+        worker=worker_name(), task_id=str(context.task_result.id)
+    )
     if job is None:
-        return "skipped: the job is not queued (cancelled, or claimed by another worker)"
+        return "skipped: no job is queued (cancelled, or run by another worker's task)"
     try:
         with JobMonitor(job) as monitor:
             outcome = _run(job, monitor)
@@ -90,8 +98,41 @@ def worker_name() -> str:
 
 def reap_dead_jobs() -> list[tuple[int, str]]:
     """Re-queue once, then fail, running jobs whose worker stopped sending heartbeats for
-    ``CTSPINE_JOB_STALE_AFTER_S``; returns (job id, new status) pairs."""
-    return SegmentationJob.objects.reap_stale(stale_after_s=jobs.stale_after_s(), requeue=enqueue)
+    ``CTSPINE_JOB_STALE_AFTER_S``, and fail the database backend's task rows they leave running;
+    returns (job id, new status) pairs."""
+    changed = SegmentationJob.objects.reap_stale(
+        stale_after_s=jobs.stale_after_s(), requeue=enqueue
+    )
+    fail_orphaned_task_rows(stale_after_s=jobs.stale_after_s())
+    return changed
+
+
+def fail_orphaned_task_rows(*, stale_after_s: float) -> int:
+    """Mark FAILED the ``django_tasks_db`` rows of segmentation tasks still RUNNING, started more
+    than ``stale_after_s`` seconds ago, that no running job belongs to: their worker died, and
+    the backend itself would show them running forever. Returns how many were failed."""
+    if settings.CTSPINE_TASKS_BACKEND != "db":
+        return 0
+    running_tasks = SegmentationJob.objects.filter(
+        status=SegmentationJob.Status.RUNNING
+    ).values_list("task_id", flat=True)
+    return (
+        DBTaskResult.objects.filter(
+            status=TaskResultStatus.RUNNING,
+            task_path=segment_job.module_path,
+            started_at__lt=timezone.now() - timedelta(seconds=stale_after_s),
+        )
+        .exclude(id__in=[task_id for task_id in running_tasks if task_id])
+        .update(
+            status=TaskResultStatus.FAILED,
+            finished_at=timezone.now(),
+            exception_class_path="inference.tasks.WorkerDied",
+            traceback=(
+                f"The worker running this task stopped: no running job has been its for more"
+                f" than {stale_after_s:g} s. Its job was re-queued or failed by the reaper."
+            ),
+        )
+    )
 
 
 def _run(job: SegmentationJob, monitor: JobMonitor) -> pipeline.SegmentationOutcome:
@@ -138,7 +179,10 @@ def enqueue(job_id: int) -> None:
             f" {settings.CTSPINE_TASKS_BACKEND!r} task backend reachable?",
         )
         return
-    SegmentationJob.objects.filter(pk=job_id).update(task_id=str(result.id))
+    # Only while queued: once claimed, task_id names the run that holds the job.
+    SegmentationJob.objects.filter(pk=job_id, status=SegmentationJob.Status.QUEUED).update(
+        task_id=str(result.id)
+    )
 
 
 def readable_error(exc: BaseException) -> str:

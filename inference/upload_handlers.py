@@ -99,6 +99,20 @@ def install(request, *, directory: Path, limit_bytes: int) -> StreamingUploadHan
     return handler
 
 
+CHUNKED_MESSAGE = (
+    "The upload was sent in chunks (Transfer-Encoding: chunked) without its length, which this"
+    " server cannot read. Send it with a Content-Length: e.g. curl -F image=@ct.nii.gz from a"
+    " file, not from a pipe."
+)
+
+
+def sent_in_chunks(request) -> bool:
+    """The body comes chunked, without a Content-Length: Django would read it as empty (and
+    answer "no file was submitted"), so it is refused with :data:`CHUNKED_MESSAGE` instead."""
+    encoding = request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return "chunked" in encoding and not request.META.get("CONTENT_LENGTH")
+
+
 def declared_too_large(request, *, limit_bytes: int) -> bool:
     """The request says up front (Content-Length) that its body exceeds the limit; it can be
     refused before a byte of it is read. Allows 1 MiB for the multipart envelope and fields."""

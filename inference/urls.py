@@ -16,6 +16,7 @@ urlpatterns = [
     path("models/", model_page.model_page, name="model-page"),
     # API
     path("api/uploads/", api.UploadListCreate.as_view(), name="api-upload-list"),
+    path("api/uploads/<int:upload_id>/", api.UploadDetail.as_view(), name="api-upload-detail"),
     path("api/jobs/", api.JobListCreate.as_view(), name="api-job-list"),
     path("api/jobs/<int:job_id>/", api.JobDetail.as_view(), name="api-job-detail"),
     path("api/jobs/<int:job_id>/cancel/", api.JobCancel.as_view(), name="api-job-cancel"),

@@ -51,6 +51,9 @@ def upload_new(request):
         return _upload_page(request, UploadForm(), model)
     if not model.available:  # refused before a byte of the body is read
         return _upload_page(request, UploadForm(), model, status=503)
+    if upload_handlers.sent_in_chunks(request):
+        refusal = upload_handlers.CHUNKED_MESSAGE
+        return _upload_page(request, UploadForm(), model, status=411, refusal=refusal)
     limit = services.upload_limit_bytes()
     if upload_handlers.declared_too_large(request, limit_bytes=limit):
         refusal = services.too_large_message()
@@ -72,12 +75,12 @@ def _receive_upload(request, handler, model):
         return _upload_page(request, form, model, status=400)
     label = form.cleaned_data.get("label")
     try:
-        upload = services.create_upload(
+        _, job = services.create_upload_job(
             user=request.user,
             image=form.cleaned_data["image"].incoming(),
             label=label.incoming() if label else None,
+            mode=form.cleaned_data["mode"],
         )
-        job = services.create_job(user=request.user, upload=upload, mode=form.cleaned_data["mode"])
     except UploadError as exc:
         form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         return _upload_page(request, form, model, status=exc.status)

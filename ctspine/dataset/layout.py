@@ -61,11 +61,15 @@ class PathOutsideRoot(ValueError):
 
 
 def resolve_inside(root: Path, relative: str | os.PathLike) -> Path:
-    """``root / relative`` with symlinks resolved; PathOutsideRoot if it leaves ``root``."""
+    """``root / relative`` with symlinks resolved; PathOutsideRoot if it leaves ``root`` (its
+    message names ``relative`` only, never an absolute path)."""
     root = Path(root).resolve()
     candidate = (root / relative).resolve()
     if candidate != root and root not in candidate.parents:
-        raise PathOutsideRoot(f"{relative} resolves to {candidate}, outside the data root {root}")
+        # The message reaches users (tiles, case errors): it names no server path.
+        raise PathOutsideRoot(
+            f"{relative} leads outside the data root (a symbolic link or '..' points elsewhere)"
+        )
     return candidate
 
 

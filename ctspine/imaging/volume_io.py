@@ -36,6 +36,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 _NIFTI1_HEADER_BYTES = 348
 _NIFTI2_HEADER_BYTES = 540
 GRID_TOLERANCE_MM = 1e-3
+# Header plus extensions: real files hold at most a few kB of extensions. A larger vox_offset is a
+# hostile or broken header, and every reader would otherwise read (or inflate) up to it.
+MAX_VOX_OFFSET_BYTES = 4 << 20
 KINDS = ("image", "label")
 
 
@@ -87,8 +90,20 @@ def _decompress(raw: bytes, *, path: Path) -> bytes:
         raise VolumeError(f"{path.name}: corrupt or truncated gzip data ({exc})") from exc
 
 
+def _inflate_head(raw: bytes, *, path: Path) -> bytes:
+    """The first bytes (a NIfTI-2 header's worth) of gzip data, inflating no more than that."""
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, _NIFTI2_HEADER_BYTES)
+    except zlib.error as exc:
+        raise VolumeError(f"{path.name}: corrupt or truncated gzip data ({exc})") from exc
+
+
 def _parse_header(block: bytes, *, path: Path) -> nib.Nifti1Header:
-    """Parse a NIfTI-1 or NIfTI-2 single-file header from the first bytes of the file."""
+    """Parse a NIfTI-1 or NIfTI-2 single-file header from the first bytes of the file.
+
+    Every reader goes through here, so the refusals that bound what reading costs live here: a
+    ``vox_offset`` beyond :data:`MAX_VOX_OFFSET_BYTES`, and a voxel size of 0 that no qform or
+    sform defines (nibabel would silently read it as 1 mm)."""
     if len(block) < 4:
         raise VolumeError(f"{path.name}: not a NIfTI file (only {len(block)} bytes)")
     sizes = {int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")}
@@ -101,9 +116,18 @@ def _parse_header(block: bytes, *, path: Path) -> nib.Nifti1Header:
     if len(block) < nbytes:
         raise VolumeError(f"{path.name}: truncated NIfTI header ({len(block)} of {nbytes} bytes)")
     try:
+        raw = header_class(binaryblock=block[:nbytes], check=False)
+        _check_voxel_size(raw, path=path)
         header = header_class(binaryblock=block[:nbytes], check=True)
     except HeaderDataError as exc:
         raise VolumeError(f"{path.name}: not a valid NIfTI header ({exc})") from exc
+    offset = int(header["vox_offset"])
+    if offset > MAX_VOX_OFFSET_BYTES:
+        raise VolumeError(
+            f"{path.name}: the header puts the voxel data {offset} bytes into the file"
+            f" (vox_offset); at most {MAX_VOX_OFFSET_BYTES} bytes of header and extensions are"
+            " accepted"
+        )
     magic = bytes(header["magic"])
     if magic.startswith(b"ni"):
         raise VolumeError(
@@ -112,6 +136,19 @@ def _parse_header(block: bytes, *, path: Path) -> nib.Nifti1Header:
     if not magic.startswith(b"n+"):
         raise VolumeError(f"{path.name}: not a NIfTI file (magic {magic!r})")
     return header
+
+
+def _check_voxel_size(header: nib.Nifti1Header, *, path: Path) -> None:
+    """Refuse a zero voxel size (pixdim 1-3) when neither qform nor sform gives the geometry."""
+    if int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0:
+        return
+    pixdim = [float(v) for v in header["pixdim"][1:4]]
+    if any(v == 0 or not np.isfinite(v) for v in pixdim):
+        raise VolumeError(
+            f"{path.name}: the voxel size is unknown: pixdim is"
+            f" {' x '.join(f'{v:g}' for v in pixdim)} and neither a qform nor an sform is set;"
+            " fix the header's voxel size (mm)"
+        )
 
 
 def _spatial_shape(header: nib.Nifti1Header, *, path: Path) -> tuple[int, int, int]:
@@ -259,8 +296,10 @@ def decode_nifti(raw: bytes, *, path: Path) -> tuple[np.ndarray, np.ndarray, nib
     """Decode the bytes of a ``.nii`` or ``.nii.gz`` into (array in file order, affine, header).
 
     The array has the file's own axis order (not yet RAS) and is scaled by scl_slope/scl_inter.
+    The header is checked before the rest of a gzip file is inflated.
     """
     if raw[:2] == GZIP_MAGIC:
+        _parse_header(_inflate_head(raw, path=path), path=path)
         raw = _decompress(raw, path=path)
     header = _parse_header(raw[:_NIFTI2_HEADER_BYTES], path=path)
     shape = _spatial_shape(header, path=path)

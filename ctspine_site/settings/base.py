@@ -4,6 +4,7 @@ documented default (see the configuration table in README.md)."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -35,6 +36,10 @@ CTSPINE_CACHE_MAX_GB = float(env("CTSPINE_CACHE_MAX_GB", "20"))
 CTSPINE_SLAB_CACHE_MB = int(env("CTSPINE_SLAB_CACHE_MB", "256"))
 CTSPINE_MEDIA_DIR = Path(env("CTSPINE_MEDIA_DIR", str(BASE_DIR / "media"))).resolve()
 CTSPINE_UPLOAD_MAX_MB = int(env("CTSPINE_UPLOAD_MAX_MB", "2048"))
+# Queued plus running segmentation jobs one user may have; workers take users' jobs in turn.
+CTSPINE_MAX_ACTIVE_JOBS_PER_USER = int(env("CTSPINE_MAX_ACTIVE_JOBS_PER_USER", "4"))
+# The most voxels a job may have once resampled to the model's grid (512 x 512 x 1024 by default).
+CTSPINE_MAX_MODEL_VOXELS = int(env("CTSPINE_MAX_MODEL_VOXELS", str(512 * 512 * 1024)))
 CTSPINE_TASKS_BACKEND = env("CTSPINE_TASKS_BACKEND", "db")
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 CTSPINE_NNUNET_MODEL_DIR = env("CTSPINE_NNUNET_MODEL_DIR")
@@ -57,16 +62,19 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_filters",
     "django_tasks",
+    "axes",
     "django_tasks_db",
     # The rq backend needs django_rq's queues (RQ_QUEUES below) and its `rqworker` command.
     *(["django_rq", "django_tasks_rq"] if CTSPINE_TASKS_BACKEND == "rq" else []),
     "viewer",
     "inference",
     "evaluation",
+    "ctspine_site.apps.SiteConfig",
 ]
 
 MIDDLEWARE = [
@@ -76,8 +84,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "ctspine_site.token_auth.TokenAuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login attempt with 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ctspine_site.urls"
@@ -112,6 +123,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Login throttling (django-axes): a user name from one address is locked out for
+# CTSPINE_LOGIN_COOLOFF_MIN minutes after CTSPINE_LOGIN_FAILURES failed attempts.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(env("CTSPINE_LOGIN_FAILURES", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(env("CTSPINE_LOGIN_COOLOFF_MIN", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -131,6 +153,12 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "viewer.api.pagination.CasePagination",
+    # Browsers use their session, scripts a token (Authorization: Token <key>). Session first:
+    # a request with neither is answered 403, as before tokens existed.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["viewer.permissions.DatasetAccess"],
     "EXCEPTION_HANDLER": "viewer.api.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": [

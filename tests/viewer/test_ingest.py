@@ -83,6 +83,7 @@ def test_second_run_skips_unchanged_files_and_rereads_changed_ones(ingested_phan
 
 
 def test_parallel_workers_give_the_same_catalog(phantom_root, settings):
+    settings.CTSPINE_DATA_ROOT = phantom_root
     call_command("ingest", str(phantom_root), "--workers", "2", verbosity=0)
     parallel = list(Case.objects.values_list("case_id", "vertebra_mask", "dim_z", "label_anomaly"))
     Case.objects.all().delete()
@@ -91,7 +92,8 @@ def test_parallel_workers_give_the_same_catalog(phantom_root, settings):
     assert parallel == serial and len(serial) == 24
 
 
-def test_headers_only_leaves_label_statistics_for_later(phantom_root):
+def test_headers_only_leaves_label_statistics_for_later(phantom_root, settings):
+    settings.CTSPINE_DATA_ROOT = phantom_root
     call_command("ingest", str(phantom_root), "--headers-only", verbosity=0)
     assert not Case.objects.filter(label_stats_done=True).exists()
     assert Case.objects.filter(downloaded=True, dim_z__isnull=False).count() == 24
@@ -99,8 +101,8 @@ def test_headers_only_leaves_label_statistics_for_later(phantom_root):
     assert Case.objects.filter(label_stats_done=True).count() == 24
 
 
-def test_partial_download_lists_missing_cases_as_not_downloaded(tmp_path, client):
-    root = tmp_path / "partial"
+def test_partial_download_lists_missing_cases_as_not_downloaded(tmp_path, client, settings):
+    root = settings.CTSPINE_DATA_ROOT = tmp_path / "partial"
     specs = plan_cases(4, seed=1)
     write_dataset(root, specs)
     (root / specs[0].image_relpath).unlink()
@@ -111,6 +113,19 @@ def test_partial_download_lists_missing_cases_as_not_downloaded(tmp_path, client
     assert client.get("/api/cases/", {"downloaded": "true"}).json()["count"] == 3
 
 
+def test_a_root_other_than_the_served_one_is_refused(phantom_root, tmp_path, settings):
+    settings.CTSPINE_DATA_ROOT = tmp_path / "served"
+    (tmp_path / "served").mkdir()
+    with pytest.raises(CommandError) as refused:
+        call_command("ingest", str(phantom_root), verbosity=0)
+    assert str(refused.value) == (
+        f"{phantom_root} is not the data root the server reads, CTSPINE_DATA_ROOT="
+        f"{tmp_path / 'served'}. Set CTSPINE_DATA_ROOT={phantom_root} for this command and the"
+        f" server, or ingest {tmp_path / 'served'}; --metadata-only works from any root"
+    )
+    assert not Case.objects.exists()
+
+
 def test_missing_root_is_a_command_error(tmp_path):
     with pytest.raises(CommandError, match="does not exist"):
         call_command("ingest", str(tmp_path / "nowhere"), verbosity=0)
@@ -119,8 +134,8 @@ def test_missing_root_is_a_command_error(tmp_path):
 # --- the real samples ---------------------------------------------------------------------------
 
 
-def test_real_samples_geometry_and_vertebrae(samples, tmp_path):
-    root = tmp_path / "real"
+def test_real_samples_geometry_and_vertebrae(samples, tmp_path, settings):
+    root = settings.CTSPINE_DATA_ROOT = tmp_path / "real"
     layout = {
         # case id -> (image, label), placed in the official layout (copies in a temp dir)
         "liver_0": ("ts_example_ct_3mm.nii.gz", "ts_example_ct_3mm_vertebrae.nii.gz"),
@@ -228,8 +243,11 @@ BAD_CASES = [
 @pytest.mark.parametrize(
     ("which", "damage", "message"), BAD_CASES, ids=[b[1].__name__[1:] for b in BAD_CASES]
 )
-def test_bad_case_stores_error_and_run_continues(tmp_path, client, capsys, which, damage, message):
+def test_bad_case_stores_error_and_run_continues(
+    tmp_path, client, capsys, settings, which, damage, message
+):
     root, specs = _small_root(tmp_path)
+    settings.CTSPINE_DATA_ROOT = root
     bad = specs[1]
     damage(root / (bad.image_relpath if which == "image" else bad.label_relpath), bad)
     call_command("ingest", str(root))  # exits normally: one bad case never stops a run

@@ -28,6 +28,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, root=None, workers=1, metadata_only=False, headers_only=False, **kw):
         root = Path(root or settings.CTSPINE_DATA_ROOT)
+        served = Path(settings.CTSPINE_DATA_ROOT)
+        if not metadata_only and root.is_dir() and root.resolve() != served.resolve():
+            # The catalog stores paths relative to the root; the server resolves them under
+            # CTSPINE_DATA_ROOT, so cases read here would answer "not downloaded" there.
+            raise CommandError(
+                f"{root} is not the data root the server reads, CTSPINE_DATA_ROOT={served}."
+                f" Set CTSPINE_DATA_ROOT={root} for this command and the server, or ingest"
+                f" {served}; --metadata-only works from any root"
+            )
         quiet = kw.get("verbosity", 1) == 0
 
         def progress(items):
