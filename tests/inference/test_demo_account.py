@@ -6,6 +6,7 @@ import stat
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
+from django.test import RequestFactory
 from django.core.management import CommandError, call_command
 
 
@@ -19,7 +20,10 @@ def test_demo_account_is_created_once_with_a_password_kept_in_the_file(tmp_path,
     call_command("demo_account", str(path), "--url", "http://127.0.0.1:8123")
     password = password_in(path)
     assert len(password) >= 16 and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert authenticate(username="demo", password=password) is not None
+    assert (
+        authenticate(RequestFactory().post("/accounts/login/"), username="demo", password=password)
+        is not None
+    )
     printed = capsys.readouterr().out
     assert "http://127.0.0.1:8123/accounts/login/" in printed and password in printed
 
@@ -33,7 +37,12 @@ def test_demo_account_on_a_fresh_database_reuses_the_password(tmp_path):
     path = tmp_path / ".demo-account"
     path.write_text("username: demo\npassword: kept-from-before\n")
     call_command("demo_account", str(path))
-    assert authenticate(username="demo", password="kept-from-before") is not None
+    assert (
+        authenticate(
+            RequestFactory().post("/accounts/login/"), username="demo", password="kept-from-before"
+        )
+        is not None
+    )
 
 
 @pytest.mark.django_db
@@ -44,8 +53,16 @@ def test_deleting_the_file_gives_the_demo_user_a_new_password(tmp_path):
     path.unlink()
     call_command("demo_account", str(path))
     assert password_in(path) != old
-    assert authenticate(username="demo", password=old) is None
-    assert authenticate(username="demo", password=password_in(path)) is not None
+    assert (
+        authenticate(RequestFactory().post("/accounts/login/"), username="demo", password=old)
+        is None
+    )
+    assert (
+        authenticate(
+            RequestFactory().post("/accounts/login/"), username="demo", password=password_in(path)
+        )
+        is not None
+    )
 
 
 @pytest.mark.django_db
