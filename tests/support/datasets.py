@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ctspine.phantom.anatomy import PhantomSpec, plan_cases
+from ctspine.phantom.plan import PhantomSpec, plan_cases
 
 PHANTOM_CASES, PHANTOM_SEED = 24, 7  # the phantom of tests/conftest.py
 
