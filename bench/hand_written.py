@@ -30,7 +30,8 @@ from ctspine.imaging.encode import encode_png  # noqa: E402
 from ctspine.imaging.overlay import overlay_labels  # noqa: E402
 from ctspine.imaging.volume_io import _decompress, decode_nifti, read_volume  # noqa: E402
 from ctspine.imaging.windowing import apply_window, window_preset  # noqa: E402
-from ctspine.phantom.anatomy import plan_cases, write_dataset  # noqa: E402
+from ctspine.phantom.plan import plan_cases  # noqa: E402
+from ctspine.phantom.writer import write_dataset  # noqa: E402
 
 
 def timed(fn):

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctspine.imaging import display  # noqa: E402
 from ctspine.imaging.volume_io import read_volume  # noqa: E402
-from ctspine.phantom.anatomy import make_phantom, plan_cases  # noqa: E402
+from ctspine.phantom.anatomy import make_phantom  # noqa: E402
+from ctspine.phantom.plan import plan_cases  # noqa: E402
 from ctspine.volume_cache import DATA_FILE, VolumeCache  # noqa: E402
 from ctspine.volume_store import DecodedSlabs, StoreLayout, open_store  # noqa: E402
 
