@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import pickle
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,19 +83,3 @@ def convert_weights(model: V1Model, state: dict[str, torch.Tensor], *, plans_jso
         for v2_name in v2_parameters_without_v1_source(num_pool=num_pool):
             network.get_parameter(v2_name).zero_()
     return network.state_dict()
-
-
-def write_v2_checkpoint(path: Path, *, weights: dict, fold: str) -> None:
-    """``fold_<fold>/checkpoint_final.pth`` as nnU-Net v2 reads it at inference, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    torch.save(
-        {
-            "network_weights": weights,
-            "init_args": {"configuration": "3d_fullres", "fold": fold},
-            "trainer_name": "nnUNetTrainer",
-            "inference_allowed_mirroring_axes": V1_MIRROR_AXES,
-        },
-        partial,
-    )
-    partial.replace(path)
