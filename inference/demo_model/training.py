@@ -38,7 +38,6 @@ from nnunetv2.preprocessing.resampling.default_resampling import (
     compute_new_shape,
     resample_data_or_seg_to_shape,
 )
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from ctspine.labels import LABELS
 from ctspine.phantom.anatomy import make_phantom
@@ -53,7 +52,7 @@ from inference.nnunet.model_folder import (
     plain_conv_unet,
     plans_json,
 )
-from inference.nnunet.model_folder_writer import write_model_folder
+from inference.nnunet.model_folder_torch import build_network, write_model_folder
 
 #: Held-out phantom seed: the demo dataset's (``make_demo_dataset`` plans with seed 0).
 HELD_OUT_SEED = 0
@@ -129,19 +128,6 @@ def make_dataset_json(n_training: int) -> dict:
 def model_folder(root: Path) -> Path:
     """``root/Dataset990_.../nnUNetTrainer__nnUNetPlans__3d_fullres``: the folder to configure."""
     return Path(root) / DATASET_NAME / folder_name()
-
-
-def build_network(plans: dict) -> torch.nn.Module:
-    """The network exactly as nnU-Net builds it from ``plans`` (no deep supervision)."""
-    arch = plans["configurations"][CONFIGURATION]["architecture"]
-    return get_network_from_plans(
-        arch["network_class_name"],
-        arch["arch_kwargs"],
-        arch["_kw_requires_import"],
-        1,
-        N_CLASSES,
-        deep_supervision=False,
-    )
 
 
 def fp16_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -300,7 +286,7 @@ def train(
     cases = prepare_cases(specs, plans, workers)
     note(f"prepared in {time.perf_counter() - started:.0f} s on {workers} processes")
 
-    network = build_network(plans).to(torch_device)
+    network = build_network(plans, n_classes=N_CLASSES).to(torch_device)
     torch.backends.cudnn.benchmark = True
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     sampler = PatchSampler(cases, rng)

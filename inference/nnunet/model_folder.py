@@ -3,7 +3,7 @@
 One ``3d_fullres`` configuration of a ``PlainConvUNet``, as nnU-Net 2.8.1 reads it at inference
 (NOTES.md lists the keys it needs). Every producer of a model folder builds its files here: the
 demo-model trainer, the nnU-Net v1 importer and the tiny test models. Pure functions over plain
-values, no torch, so settings-level code may use them; :mod:`inference.nnunet.model_folder_writer`
+values, no torch, so settings-level code may use them; :mod:`inference.nnunet.model_folder_torch`
 writes a folder to disk (with torch).
 
 Spacing (mm), patch size (voxels), kernel sizes and strides are in nnU-Net's ``(k, j, i)`` order,

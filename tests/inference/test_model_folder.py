@@ -18,7 +18,7 @@ from inference.nnunet.model_folder import (
     plans_json,
     resampling,
 )
-from inference.nnunet.model_folder_writer import write_model_folder
+from inference.nnunet.model_folder_torch import write_model_folder
 from tests.conftest import REPO
 
 

@@ -27,7 +27,7 @@ from inference.nnunet.model_folder import (
     plain_conv_unet,
     plans_json,
 )
-from inference.nnunet.model_folder_writer import write_model_folder
+from inference.nnunet.model_folder_torch import write_model_folder
 
 CTSPINE_LABEL_NAMES: tuple[str, ...] = tuple(CTSPINE1K_LABELS)  # C1 ... L6
 

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ctspine.atomic import atomic_write
 from inference.nnunet.config import IMPORT_RECORD
-from inference.nnunet.model_folder_writer import write_model_folder
+from inference.nnunet.model_folder_torch import write_model_folder
 from inference.nnunet.safe_pickle import UnsafePickleError
 from inference.nnunet.v1_checkpoint import V1_MIRROR_AXES, convert_weights, load_v1_state_dict
 from inference.nnunet.v1_import import (

@@ -1,4 +1,5 @@
-"""Write an nnU-Net v2 model folder (torch; for the commands that train or import a model).
+"""The torch side of an nnU-Net v2 model folder, for the commands that train or import a model:
+the network its plans describe, and writing the folder.
 
 The files are described by :mod:`inference.nnunet.model_folder`; each is written atomically
 (:func:`ctspine.atomic.atomic_write`), so a reader never sees half a plans.json or checkpoint.
@@ -13,10 +14,26 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from ctspine.atomic import atomic_write
 from inference.nnunet.config import DEFAULT_CHECKPOINT
-from inference.nnunet.model_folder import checkpoint_dict
+from inference.nnunet.model_folder import CONFIGURATION, checkpoint_dict
+
+
+def build_network(plans: dict, *, n_classes: int) -> torch.nn.Module:
+    """The one-channel network ``plans`` describe with ``n_classes`` outputs (background
+    included), built as nnU-Net builds it, without deep supervision; weights freshly initialised
+    from torch's random stream."""
+    architecture = plans["configurations"][CONFIGURATION]["architecture"]
+    return get_network_from_plans(
+        architecture["network_class_name"],
+        architecture["arch_kwargs"],
+        architecture["_kw_requires_import"],
+        1,
+        n_classes,
+        deep_supervision=False,
+    )
 
 
 def write_model_folder(
