@@ -133,8 +133,7 @@ def test_train_demo_model_writes_a_folder_the_predictor_accepts(tmp_path):
     folder = tmp_path / demo_model.DATASET_NAME / demo_model.MODEL_DIR.name
     info = check_model_folder(PredictorConfig(model_dir=folder, device="cpu"))
     assert info.dataset_name == demo_model.DATASET_NAME and info.folds == ("all",)
-    assert info.label_map == {value: value for value in range(1, 26)}  # C1 1 ... L6 25
-    assert info.image_reader_writer == "NibabelIOWithReorient"
+    assert tuple(sorted(v for v in info.label_map.values() if v)) == tuple(range(1, 26))
     assert "held-out phantom cases" in (folder / "training_log.txt").read_text()
 
 
