@@ -17,7 +17,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +25,10 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._timing import timed_alternately  # noqa: E402
 from inference.nnunet.config import PredictorConfig  # noqa: E402
 from inference.predictor import VertebraPredictor  # noqa: E402
 from tests.support.model_folder import build_tiny_model_folder, spine_phantom  # noqa: E402
-
-
-def timed_alternately(functions: dict, repeats: int) -> tuple[dict, dict]:
-    """Seconds per call of each function, calls interleaved so machine load hits both alike."""
-    seconds = {name: [] for name in functions}
-    results = {name: function() for name, function in functions.items()}  # warm-up
-    for _ in range(repeats):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            results[name] = function()
-            seconds[name].append(time.perf_counter() - started)
-    return seconds, results
 
 
 def main() -> None:

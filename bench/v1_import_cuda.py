@@ -36,6 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._timing import timed_alternately  # noqa: E402
 from inference.management.commands.import_nnunet_v1 import import_v1_model  # noqa: E402
 from inference.nnunet.config import PredictorConfig  # noqa: E402
 from inference.nnunet.v1_import import V1_INFERENCE_KEY  # noqa: E402
@@ -44,18 +45,6 @@ from tests.support.nnunet_v1_files import TRAINER_FOLDER, V1_PATHS, write_v1_fil
 
 DEFAULT_CT = Path(os.environ.get("CTSPINE_SHARED_DIR", REPO.parent / "shared"))
 DEFAULT_CT = DEFAULT_CT / "samples" / "ts_example_ct_3mm.nii.gz"
-
-
-def timed_alternately(functions: dict, repeats: int) -> tuple[dict, dict]:
-    """Seconds per call of each function, calls interleaved so machine load hits all alike."""
-    seconds = {name: [] for name in functions}
-    results = {name: function() for name, function in functions.items()}  # warm-up
-    for _ in range(repeats):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            results[name] = function()
-            seconds[name].append(time.perf_counter() - started)
-    return seconds, results
 
 
 def plain_v2_copy(model_dir: Path, root: Path) -> Path:

@@ -29,6 +29,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -38,16 +39,9 @@ from pathlib import Path
 import numpy as np
 from _django import REPO, setup_django
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+sys.path.insert(0, str(REPO))
+from tests.support.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 TIMINGS_JS = """() => {
   const entries = performance.getEntriesByType("resource");
   const find = (part) => entries.filter((e) => e.name.includes(part));

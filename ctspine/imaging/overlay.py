@@ -197,10 +197,8 @@ def overlay_labels(
         return composite(
             grey, label_rgba(labels, opacity=opacity, visible=visible, outline=outline)
         )
-    visible = _frozen(visible)
-    if outline:
-        return _blend(grey, _shown(labels, visible, outline=True), colour_lut(_alpha(opacity)))
-    return _blend(grey, labels, _visible_lut(_alpha(opacity), visible))
+    blended = blend_labels(grey, labels, opacity=opacity, visible=visible, outline=outline)
+    return blended if blended.ndim == 3 else np.repeat(grey[:, :, None], 3, axis=2)
 
 
 def comparison_classes(

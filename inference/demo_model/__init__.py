@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inference.nnunet.model_folder import folder_name
+
 DATASET_NAME = "Dataset990_CTSpinePhantomDemo"
-MODEL_DIR = (
-    Path(__file__).resolve().parent
-    / "weights"
-    / DATASET_NAME
-    / ("nnUNetTrainer__nnUNetPlans__3d_fullres")
-)
+MODEL_DIR = Path(__file__).resolve().parent / "weights" / DATASET_NAME / folder_name()
 NOTICE = "demo model, trained on synthetic phantoms; not for real CT"
 
 

@@ -24,9 +24,7 @@ Runs without Django: ``python -m inference.demo_model.training OUT`` (what
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -40,16 +38,22 @@ from nnunetv2.preprocessing.resampling.default_resampling import (
     compute_new_shape,
     resample_data_or_seg_to_shape,
 )
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from ctspine.labels import LABELS
 from ctspine.phantom.anatomy import make_phantom
 from ctspine.phantom.plan import PhantomSpec, max_cases, plan_cases
 from inference.demo_model import DATASET_NAME, NOTICE
+from inference.nnunet.model_folder import (
+    CONFIGURATION,
+    CTSPINE1K_LABELS,
+    TYPICAL_VERTEBRA_CT_INTENSITY,
+    dataset_json,
+    folder_name,
+    plain_conv_unet,
+    plans_json,
+)
+from inference.nnunet.model_folder_torch import build_network, write_model_folder
 
-TRAINER = "nnUNetTrainer"
-PLANS = "nnUNetPlans"
-CONFIGURATION = "3d_fullres"
 #: Held-out phantom seed: the demo dataset's (``make_demo_dataset`` plans with seed 0).
 HELD_OUT_SEED = 0
 #: ``(k, j, i)`` voxels: 96 slices cover the longest phantom field of view at the median spacing,
@@ -59,19 +63,6 @@ FEATURES_PER_STAGE = (12, 24, 48, 96, 128)  # 2.4 M weights: under 5 MB in fp16
 N_CLASSES = 1 + len(LABELS)  # background + C1 ... L6, model label value = CTSpine1K value
 MIRROR_AXES = (2,)  # left-right only: the spine is not symmetric head to foot or front to back
 FOREGROUND_FRACTION = 2 / 3
-# nnU-Net's CT normalisation clips to these percentiles of the foreground intensities (HU), then
-# subtracts the mean and divides by the std. The phantom's labelled voxels are bone only (its
-# 0.5 percentile is ~230 HU, which would erase the discs), so the demo model takes values typical
-# of labelled vertebrae in real CTSpine1K scans, where partial volume reaches into soft tissue.
-CT_INTENSITY_PROPERTIES = {
-    "max": 3071.0,
-    "mean": 320.0,
-    "median": 260.0,
-    "min": -1024.0,
-    "percentile_00_5": -150.0,
-    "percentile_99_5": 1350.0,
-    "std": 230.0,
-}
 
 
 @dataclass(frozen=True)
@@ -109,129 +100,47 @@ def target_spacing_kji(specs: Sequence[PhantomSpec]) -> tuple[float, float, floa
 
 def make_plans(spacing_kji: Sequence[float]) -> dict:
     """plans.json for one ``3d_fullres`` configuration (what nnU-Net 2.8 reads at inference)."""
-
-    def resampling(*, is_seg: bool, order: int) -> dict:
-        return {"is_seg": is_seg, "order": order, "order_z": 0, "force_separate_z": None}
-
     n_stages = len(FEATURES_PER_STAGE)
-    architecture = {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": n_stages,
-            "features_per_stage": list(FEATURES_PER_STAGE),
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[3, 3, 3]] * n_stages,
-            "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
-            "n_conv_per_stage": [2] * n_stages,
-            "n_conv_per_stage_decoder": [2] * (n_stages - 1),
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
-    configuration = {
-        "data_identifier": f"{PLANS}_{CONFIGURATION}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": 2,
-        "patch_size": list(PATCH_SIZE),
-        "median_image_size_in_voxels": list(PATCH_SIZE),
-        "spacing": list(spacing_kji),
-        "normalization_schemes": ["CTNormalization"],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": resampling(is_seg=False, order=3),
-        "resampling_fn_seg_kwargs": resampling(is_seg=True, order=1),
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": resampling(is_seg=False, order=1),
-        "architecture": architecture,
-        "batch_dice": False,
-    }
-    return {
-        "dataset_name": DATASET_NAME,
-        "plans_name": PLANS,
-        "original_median_spacing_after_transp": list(spacing_kji),
-        "original_median_shape_after_transp": list(PATCH_SIZE),
+    architecture = plain_conv_unet(
+        features_per_stage=FEATURES_PER_STAGE,
+        kernel_sizes=[[3, 3, 3]] * n_stages,
+        strides=[[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
+    )
+    return plans_json(
+        dataset_name=DATASET_NAME,
+        architecture=architecture,
+        patch_size=PATCH_SIZE,
+        spacing=spacing_kji,
+        # The phantom's labelled voxels are bone only (their 0.5 percentile is ~230 HU, which
+        # would make the CT normalisation erase the discs): the values of real labelled vertebrae.
+        intensity_properties=TYPICAL_VERTEBRA_CT_INTENSITY,
         # Trained on RAS+ arrays: the reader that gives nnU-Net exactly those.
-        "image_reader_writer": "NibabelIOWithReorient",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {CONFIGURATION: configuration},
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": CT_INTENSITY_PROPERTIES},
-    }
+        image_reader_writer="NibabelIOWithReorient",
+    )
 
 
 def make_dataset_json(n_training: int) -> dict:
-    return {
-        "channel_names": {"0": "CT"},
-        "labels": {"background": 0, **{label.name: label.value for label in LABELS}},
-        "numTraining": n_training,
-        "file_ending": ".nii.gz",
-        "name": DATASET_NAME,
-        "description": NOTICE,
-    }
+    return dataset_json(
+        name=DATASET_NAME, labels=CTSPINE1K_LABELS, n_training=n_training, description=NOTICE
+    )
 
 
 def model_folder(root: Path) -> Path:
     """``root/Dataset990_.../nnUNetTrainer__nnUNetPlans__3d_fullres``: the folder to configure."""
-    return Path(root) / DATASET_NAME / f"{TRAINER}__{PLANS}__{CONFIGURATION}"
+    return Path(root) / DATASET_NAME / folder_name()
 
 
-def build_network(plans: dict) -> torch.nn.Module:
-    """The network exactly as nnU-Net builds it from ``plans`` (no deep supervision)."""
-    arch = plans["configurations"][CONFIGURATION]["architecture"]
-    return get_network_from_plans(
-        arch["network_class_name"],
-        arch["arch_kwargs"],
-        arch["_kw_requires_import"],
-        1,
-        N_CLASSES,
-        deep_supervision=False,
-    )
-
-
-def write_model_folder(folder: Path, *, plans: dict, dataset_json: dict, network) -> Path:
-    """Write dataset.json, plans.json and ``fold_all/checkpoint_final.pth`` (fp16 weights, which
-    nnU-Net copies into its float32 network on loading). Returns the checkpoint path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, payload in (("dataset.json", dataset_json), ("plans.json", plans)):
-        _replace_file(
-            folder / name, lambda path, p=payload: path.write_text(json.dumps(p, indent=2))
-        )
-    # The decoder holds the encoder, so its weights appear under two keys; convert each tensor
-    # once so that torch.save stores it once.
+def fp16_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The network's state dict in fp16 on the CPU (nnU-Net copies it into its float32 network on
+    loading). The decoder holds the encoder, so its weights appear under two keys; each tensor is
+    converted once so that torch.save stores it once."""
     converted: dict[int, torch.Tensor] = {}
     weights = {}
     for key, value in network.state_dict().items():
         if (pointer := value.data_ptr()) not in converted:
             converted[pointer] = value.detach().to("cpu", torch.float16)
         weights[key] = converted[pointer]
-    checkpoint = {
-        "network_weights": weights,
-        "init_args": {"configuration": CONFIGURATION, "fold": "all"},
-        "trainer_name": TRAINER,
-        "inference_allowed_mirroring_axes": MIRROR_AXES,
-    }
-    path = folder / "fold_all" / "checkpoint_final.pth"
-    path.parent.mkdir(exist_ok=True)
-    _replace_file(path, lambda tmp: torch.save(checkpoint, tmp))
-    return path
-
-
-def _replace_file(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return weights
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -377,7 +286,7 @@ def train(
     cases = prepare_cases(specs, plans, workers)
     note(f"prepared in {time.perf_counter() - started:.0f} s on {workers} processes")
 
-    network = build_network(plans).to(torch_device)
+    network = build_network(plans, n_classes=N_CLASSES).to(torch_device)
     torch.backends.cudnn.benchmark = True
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     sampler = PatchSampler(cases, rng)
@@ -409,7 +318,11 @@ def train(
 
     folder = model_folder(out)
     write_model_folder(
-        folder, plans=plans, dataset_json=make_dataset_json(len(specs)), network=network
+        folder,
+        plans=plans,
+        dataset_json=make_dataset_json(len(specs)),
+        weights_per_fold={"all": fp16_weights(network)},
+        mirroring_axes=MIRROR_AXES,
     )
     held = [replace(s, orientation="RAS") for s in plan_cases(held_out, seed=HELD_OUT_SEED)]
     report = evaluate(network, prepare_cases(held, plans, workers), torch_device)

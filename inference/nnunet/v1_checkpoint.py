@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import io
 import pickle
-from pathlib import Path
 
 import numpy as np
 import torch
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from inference.nnunet.model_folder_torch import build_network
 from inference.nnunet.v1_import import (
     V1ImportError,
     V1Model,
@@ -60,18 +59,9 @@ def load_v1_state_dict(data: bytes, *, source: str) -> dict[str, torch.Tensor]:
 def convert_weights(model: V1Model, state: dict[str, torch.Tensor], *, plans_json: dict) -> dict:
     """The v2 network state dict: v1 weights copied into the PlainConvUNet ``plans_json``
     describes, by name, shapes checked; the biases Generic_UNet lacks are zero."""
-    architecture = plans_json["configurations"]["3d_fullres"]["architecture"]
-    network = get_network_from_plans(
-        architecture["network_class_name"],
-        architecture["arch_kwargs"],
-        architecture["_kw_requires_import"],
-        1,
-        int(model.plans["num_classes"]) + 1,
-        allow_init=True,
-        deep_supervision=False,
-    )
+    network = build_network(plans_json, n_classes=int(model.plans["num_classes"]) + 1)
     mapping = map_state_dict_names(model, list(state))
-    num_pool = len(architecture["arch_kwargs"]["strides"]) - 1
+    num_pool = len(network.decoder.transpconvs)  # one upsampling per pooling
     with torch.no_grad():
         for v1_name, v2_name in mapping.items():
             target = network.get_parameter(v2_name)
@@ -84,19 +74,3 @@ def convert_weights(model: V1Model, state: dict[str, torch.Tensor], *, plans_jso
         for v2_name in v2_parameters_without_v1_source(num_pool=num_pool):
             network.get_parameter(v2_name).zero_()
     return network.state_dict()
-
-
-def write_v2_checkpoint(path: Path, *, weights: dict, fold: str) -> None:
-    """``fold_<fold>/checkpoint_final.pth`` as nnU-Net v2 reads it at inference, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    torch.save(
-        {
-            "network_weights": weights,
-            "init_args": {"configuration": "3d_fullres", "fold": fold},
-            "trainer_name": "nnUNetTrainer",
-            "inference_allowed_mirroring_axes": V1_MIRROR_AXES,
-        },
-        partial,
-    )
-    partial.replace(path)

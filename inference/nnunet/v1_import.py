@@ -18,13 +18,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctspine.labels import LABELS
+from inference.nnunet.model_folder import (
+    CTSPINE1K_LABELS,
+    dataset_json,
+    folder_name,
+    plain_conv_unet,
+    plans_json,
+    resampling,
+)
 from inference.nnunet.safe_pickle import load_plans_pickle
 
 DEFAULT_CHECKPOINT = "model_final_checkpoint"
-V2_TRAINER = "nnUNetTrainer"
-V2_CONFIGURATION = "3d_fullres"
-V2_CHECKPOINT = "checkpoint_final.pth"
 # Generic_UNet's cap on feature maps for 3D networks (Generic_UNet.MAX_NUM_FILTERS_3D in v1).
 V1_MAX_FEATURES_3D = 320
 V1_INFERENCE_KEY = "nnunet_v1_inference"  # inference.nnunet.v1_inference reads it (with torch)
@@ -143,8 +147,10 @@ def read_v1_model(files: V1Files) -> V1Model:
     init = tuple(info["init"])
     stage = init[5] if len(init) > 5 and init[5] is not None else max(plans["plans_per_stage"])
     fold = str(init[1]) if len(init) > 1 else "all"
-    folder_name = files.source.name if files.layout == "trainer_folder" else ""
-    plans_identifier = folder_name.split("__", 1)[1] if "__" in folder_name else "nnUNetPlansv2.1"
+    trainer_folder = files.source.name if files.layout == "trainer_folder" else ""
+    plans_identifier = (
+        trainer_folder.split("__", 1)[1] if "__" in trainer_folder else "nnUNetPlansv2.1"
+    )
     model = V1Model(
         trainer=trainer,
         plans_identifier=plans_identifier,
@@ -233,14 +239,14 @@ def check_convertible(model: V1Model, *, source: Path) -> None:
 
 
 def label_names(plans: Mapping) -> dict[str, int]:
-    """dataset.json ``labels``: background 0 then C1 ... L6 for the 25 CTSpine1K classes, else
+    """dataset.json ``labels`` but background: C1 ... L6 for the 25 CTSpine1K classes, else
     ``label_<n>`` (set ``CTSPINE_NNUNET_LABEL_MAP`` for such a model)."""
     classes = [int(c) for c in plans["all_classes"]]
-    if int(plans["num_classes"]) == len(LABELS) and classes == list(range(1, len(LABELS) + 1)):
-        return {"background": 0, **{label.name: label.value for label in LABELS}}
+    if classes == list(CTSPINE1K_LABELS.values()) and int(plans["num_classes"]) == len(classes):
+        return dict(CTSPINE1K_LABELS)
     if classes != list(range(1, len(classes) + 1)):
         raise V1ImportError(f"v1 classes {classes} are not consecutive from 1")
-    return {"background": 0, **{f"label_{c}": c for c in classes}}
+    return {f"label_{c}": c for c in classes}
 
 
 def features_per_stage(plans: Mapping, *, num_stages: int) -> list[int]:
@@ -253,15 +259,13 @@ def features_per_stage(plans: Mapping, *, num_stages: int) -> list[int]:
 
 
 def v2_dataset_json(model: V1Model, *, dataset_name: str) -> dict:
-    return {
-        "channel_names": {"0": "CT"},
-        "labels": label_names(model.plans),
-        "numTraining": len(model.plans.get("list_of_npz_files") or []),
-        "file_ending": ".nii.gz",
-        "name": dataset_name,
-        "description": f"Imported from the nnU-Net v1 model {model.trainer}__{model.plans_identifier} "
+    return dataset_json(
+        name=dataset_name,
+        labels=label_names(model.plans),
+        n_training=len(model.plans.get("list_of_npz_files") or []),
+        description=f"Imported from the nnU-Net v1 model {model.trainer}__{model.plans_identifier} "
         f"(stage {model.stage}, fold {model.fold}) by manage.py import_nnunet_v1.",
-    }
+    )
 
 
 def v2_plans_json(model: V1Model, *, dataset_name: str) -> dict:
@@ -269,101 +273,52 @@ def v2_plans_json(model: V1Model, *, dataset_name: str) -> dict:
     plans = model.plans
     stage = plans["plans_per_stage"][model.stage]
     pools = [list(map(int, p)) for p in stage["pool_op_kernel_sizes"]]
-    kernels = [list(map(int, k)) for k in stage["conv_kernel_sizes"]]
     num_stages = len(pools) + 1
-    conv_per_stage = int(plans.get("conv_per_stage", 2))
     intensity = dict(plans["dataset_properties"]["intensityproperties"])[0]
     export = plans.get("segmentation_export_params") or {}
-
-    def resampling(*, is_seg: bool, order: int, order_z: int, force_separate_z) -> dict:
-        return {
-            "is_seg": is_seg,
-            "order": order,
-            "order_z": order_z,
-            "force_separate_z": force_separate_z,
-            "separate_z_anisotropy_threshold": V1_ANISOTROPY_THRESHOLD,
-        }
-
-    patch = [int(n) for n in stage["patch_size"]]
-    spacing = [float(s) for s in stage["current_spacing"]]
-    configuration = {
-        "data_identifier": f"{model.plans_identifier}_{V2_CONFIGURATION}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(stage["batch_size"]),
-        "patch_size": patch,
-        "median_image_size_in_voxels": [int(n) for n in stage["median_patient_size_in_voxels"]],
-        "spacing": spacing,
-        "normalization_schemes": ["CTNormalization"],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+    architecture = plain_conv_unet(
+        features_per_stage=features_per_stage(plans, num_stages=num_stages),
+        kernel_sizes=stage["conv_kernel_sizes"],
+        strides=[[1, 1, 1], *pools],
+        n_conv_per_stage=int(plans.get("conv_per_stage", 2)),
+        leaky_relu_slope=0.01,
+    )
+    return plans_json(
+        dataset_name=dataset_name,
+        plans_name=model.plans_identifier,
+        architecture=architecture,
+        patch_size=stage["patch_size"],
+        median_image_size=stage["median_patient_size_in_voxels"],
+        spacing=stage["current_spacing"],
+        batch_size=int(stage["batch_size"]),
         # GenericPreprocessor: data cubic (order 3), labels linear (order 1), nearest along a
         # separate z; the decision is made per case (force_separate_z None).
-        "resampling_fn_data_kwargs": resampling(
-            is_seg=False, order=3, order_z=0, force_separate_z=None
-        ),
-        "resampling_fn_seg_kwargs": resampling(
-            is_seg=True, order=1, order_z=0, force_separate_z=None
-        ),
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": resampling(
+        anisotropy_threshold=V1_ANISOTROPY_THRESHOLD,
+        probabilities_resampling=resampling(
             is_seg=False,
             order=int(export.get("interpolation_order", 1)),
             order_z=int(export.get("interpolation_order_z", 0)),
             force_separate_z=export.get("force_separate_z"),
+            anisotropy_threshold=V1_ANISOTROPY_THRESHOLD,
         ),
-        "architecture": {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {
-                "n_stages": num_stages,
-                "features_per_stage": features_per_stage(plans, num_stages=num_stages),
-                "conv_op": "torch.nn.modules.conv.Conv3d",
-                "kernel_sizes": kernels,
-                "strides": [[1, 1, 1], *pools],
-                "n_conv_per_stage": [conv_per_stage] * num_stages,
-                "n_conv_per_stage_decoder": [conv_per_stage] * (num_stages - 1),
-                "conv_bias": True,
-                "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                "dropout_op": None,
-                "dropout_op_kwargs": None,
-                "nonlin": "torch.nn.LeakyReLU",
-                "nonlin_kwargs": {"negative_slope": 0.01, "inplace": True},
-            },
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-        },
-        "batch_dice": False,
-    }
-    return {
-        "dataset_name": dataset_name,
-        "plans_name": model.plans_identifier,
-        "original_median_spacing_after_transp": spacing,
-        "original_median_shape_after_transp": configuration["median_image_size_in_voxels"],
         # v1 read every file with SimpleITK in its stored orientation.
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [int(a) for a in plans.get("transpose_forward") or (0, 1, 2)],
-        "transpose_backward": [int(a) for a in plans.get("transpose_backward") or (0, 1, 2)],
-        "configurations": {V2_CONFIGURATION: configuration},
-        "experiment_planner_used": f"nnU-Net v1 {plans.get('preprocessor_name', 'GenericPreprocessor')} (imported)",
-        "label_manager": "LabelManager",
+        image_reader_writer="SimpleITKIO",
+        transpose_forward=plans.get("transpose_forward") or (0, 1, 2),
+        transpose_backward=plans.get("transpose_backward") or (0, 1, 2),
+        experiment_planner=f"nnU-Net v1 {plans.get('preprocessor_name', 'GenericPreprocessor')} (imported)",
         # Read by inference.nnunet.v1_inference: preprocess and average as v1 did. nnU-Net v2
         # ignores the key (and then differs from v1 near air/tissue edges and tile overlaps).
-        V1_INFERENCE_KEY: {
-            "normalize_after_resampling": True,
-            "average": "probabilities",
+        extra={V1_INFERENCE_KEY: {"normalize_after_resampling": True, "average": "probabilities"}},
+        intensity_properties={
+            "max": float(intensity.get("mx", 0.0)),
+            "mean": float(intensity["mean"]),
+            "median": float(intensity.get("median", intensity["mean"])),
+            "min": float(intensity.get("mn", 0.0)),
+            "percentile_00_5": float(intensity["percentile_00_5"]),
+            "percentile_99_5": float(intensity["percentile_99_5"]),
+            "std": float(intensity["sd"]),
         },
-        "foreground_intensity_properties_per_channel": {
-            "0": {
-                "max": float(intensity.get("mx", 0.0)),
-                "mean": float(intensity["mean"]),
-                "median": float(intensity.get("median", intensity["mean"])),
-                "min": float(intensity.get("mn", 0.0)),
-                "percentile_00_5": float(intensity["percentile_00_5"]),
-                "percentile_99_5": float(intensity["percentile_99_5"]),
-                "std": float(intensity["sd"]),
-            }
-        },
-    }
+    )
 
 
 def generic_unet_key_map(*, num_pool: int, conv_per_stage: int) -> dict[str, str]:
@@ -426,7 +381,7 @@ def map_state_dict_names(model: V1Model, v1_names: Sequence[str]) -> dict[str, s
 
 def v2_folder_name(model: V1Model) -> str:
     """``<Trainer>__<Plans>__3d_fullres``: v2's generic trainer builds the network from plans.json."""
-    return f"{V2_TRAINER}__{model.plans_identifier}__{V2_CONFIGURATION}"
+    return folder_name(plans_name=model.plans_identifier)
 
 
 def _plain(value):

@@ -125,6 +125,15 @@ def test_case_list_sorted_worst_first_and_paginated_by_label(client, evaluated_r
     assert sorted(worst) == ["1.3.6.1.4.1.9328.50.4.0663", "liver_165"]
 
 
+def test_case_list_pages_link_to_their_neighbours(client, evaluated_run, monkeypatch):
+    from evaluation import views
+
+    monkeypatch.setattr(views, "CASES_PER_PAGE", 4)
+    html = client.get(f"/evaluations/{evaluated_run.run.pk}/cases/", {"page": 2}).content.decode()
+    assert "<span>page 2 of 3</span>" in html  # 10 cases
+    assert '<a href="?page=1" rel="prev">' in html and '<a href="?page=3" rel="next">' in html
+
+
 def test_api_returns_the_same_data_as_the_page(client, evaluated_run):
     run = evaluated_run.run
     runs = client.get("/api/evaluations/").json()

@@ -1,5 +1,5 @@
-"""What the demo-model tests share: settings that select the committed demo model, and the
-held-out phantom case they segment."""
+"""What the model tests share: settings that select a model folder (the committed demo model or
+a tiny one), and the held-out phantom case the demo-model tests segment."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from inference import demo_model
 
 def use_demo_model(settings) -> None:
     """Point the settings at the committed demo model: CPU, fast mode, quick heartbeats."""
-    settings.CTSPINE_NNUNET_MODEL_DIR = str(demo_model.MODEL_DIR)
+    use_model(settings, demo_model.MODEL_DIR)
+
+
+def use_model(settings, model_dir) -> None:
+    """Point the settings at the model folder ``model_dir``: fold all, CPU, fast mode, quick
+    heartbeats."""
+    settings.CTSPINE_NNUNET_MODEL_DIR = str(model_dir)
     settings.CTSPINE_NNUNET_FOLDS = "all"
     settings.CTSPINE_NNUNET_CHECKPOINT = "checkpoint_final.pth"
     settings.CTSPINE_NNUNET_LABEL_MAP = None

@@ -3,13 +3,12 @@
 The folder is what ``nnUNetv2_train`` would leave behind (``dataset.json``, ``plans.json``,
 ``fold_<f>/checkpoint_final.pth``), for a 3-stage PlainConvUNet with 8/16/32 features and a 64³
 patch (NOTES.md: a 64³ patch, not 32³, keeps PyTorch on its fast CPU convolution). Its weights
-are seeded, and its final layer is fitted to a synthetic spine phantom (:func:`write_checkpoint`),
+are seeded, and its final layer is fitted to a synthetic spine phantom (:func:`seeded_weights`),
 so it labels bright bone rather than nothing.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,25 +17,19 @@ import torch
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from ctspine.labels import LABELS
-from inference.nnunet.config import DEFAULT_CHECKPOINT, parse_folder_name, read_model_jsons
+from inference.nnunet.model_folder import (
+    CONFIGURATION,
+    CTSPINE1K_LABELS,
+    TRAINER,
+    TYPICAL_VERTEBRA_CT_INTENSITY,
+    dataset_json,
+    folder_name,
+    plain_conv_unet,
+    plans_json,
+)
+from inference.nnunet.model_folder_torch import write_model_folder
 
-CTSPINE_LABEL_NAMES: tuple[str, ...] = tuple(label.name for label in LABELS)  # C1 ... L6
-TRAINER = "nnUNetTrainer"
-PLANS = "nnUNetPlans"
-CONFIGURATION = "3d_fullres"
-
-# nnU-Net's CT normalisation clips to these percentiles of the foreground intensities (HU), then
-# subtracts the mean and divides by the std; values typical of labelled vertebrae in CTSpine1K.
-CT_INTENSITY_PROPERTIES = {
-    "max": 3071.0,
-    "mean": 320.0,
-    "median": 260.0,
-    "min": -1024.0,
-    "percentile_00_5": -150.0,
-    "percentile_99_5": 1350.0,
-    "std": 230.0,
-}
+CTSPINE_LABEL_NAMES: tuple[str, ...] = tuple(CTSPINE1K_LABELS)  # C1 ... L6
 
 
 def build_tiny_model_folder(
@@ -65,29 +58,25 @@ def build_tiny_model_folder(
         raise ValueError(f"patch edges must be divisible by 4, got {tuple(patch_size)}")
     if len(features_per_stage) != 3:
         raise ValueError("the tiny network has exactly three stages")
-    model_dir = (
-        Path(root)
-        / f"Dataset{dataset_id:03d}_{dataset_name}"
-        / f"{TRAINER}__{PLANS}__{CONFIGURATION}"
+    model_dir = Path(root) / f"Dataset{dataset_id:03d}_{dataset_name}" / folder_name()
+    dataset = dataset_json(
+        name=f"Dataset{dataset_id:03d}_{dataset_name}",
+        labels={name: value for value, name in enumerate(label_names, 1)},
+        n_training=1,
+        description="Tiny seeded nnU-Net v2 model for tests and demos; not a trained model.",
     )
-    model_dir.mkdir(parents=True, exist_ok=True)
-    dataset_json = {
-        "channel_names": {"0": "CT"},
-        "labels": {"background": 0, **{name: value for value, name in enumerate(label_names, 1)}},
-        "numTraining": 1,
-        "file_ending": ".nii.gz",
-        "name": f"Dataset{dataset_id:03d}_{dataset_name}",
-        "description": "Tiny seeded nnU-Net v2 model for tests and demos; not a trained model.",
-    }
-    plans = _plans(
-        dataset_name=dataset_json["name"],
-        patch_size=[int(edge) for edge in patch_size],
-        spacing=[float(s) for s in spacing],
-        features_per_stage=[int(n) for n in features_per_stage],
+    plans = plans_json(
+        dataset_name=dataset["name"],
+        architecture=plain_conv_unet(
+            features_per_stage=features_per_stage,
+            kernel_sizes=[[3, 3, 3]] * 3,
+            strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+        ),
+        patch_size=patch_size,
+        spacing=spacing,
+        intensity_properties=TYPICAL_VERTEBRA_CT_INTENSITY,
+        image_reader_writer="SimpleITKIO",
     )
-    _write_json(model_dir / "dataset.json", dataset_json)
-    _write_json(model_dir / "plans.json", plans)
-
     fit = {}
     if fit_to_phantom:
         image, foreground = spine_phantom(shape=tuple(int(n) for n in patch_size[::-1]), seed=seed)
@@ -96,8 +85,17 @@ def build_tiny_model_folder(
             "fit_foreground": foreground,
             "fit_spacing_mm": tuple(spacing[::-1]),
         }
-    for position, fold in enumerate(folds):
-        write_checkpoint(model_dir=model_dir, fold=fold, seed=seed + position, **fit)
+    weights_per_fold = {
+        fold: seeded_weights(plans=plans, dataset_json=dataset, seed=seed + position, **fit)
+        for position, fold in enumerate(folds)
+    }
+    write_model_folder(
+        model_dir,
+        plans=plans,
+        dataset_json=dataset,
+        weights_per_fold=weights_per_fold,
+        mirroring_axes=(0, 1, 2),
+    )
     return model_dir
 
 
@@ -132,87 +130,19 @@ def spine_phantom(*, shape: tuple[int, int, int], seed: int = 0) -> tuple[np.nda
     return np.round(image).astype(np.int16), vertebra
 
 
-def _plans(
-    *, dataset_name: str, patch_size: list[int], spacing: list[float], features_per_stage: list[int]
-) -> dict:
-    """plans.json for one 3d_fullres configuration: what nnU-Net 2.8.1 reads at inference."""
-
-    def resampling(*, is_seg: bool, order: int) -> dict:
-        return {"is_seg": is_seg, "order": order, "order_z": 0, "force_separate_z": None}
-
-    architecture = {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": 3,
-            "features_per_stage": features_per_stage,
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[3, 3, 3]] * 3,
-            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-            "n_conv_per_stage": [2, 2, 2],
-            "n_conv_per_stage_decoder": [2, 2],
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
-    configuration = {
-        "data_identifier": f"{PLANS}_{CONFIGURATION}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": 2,
-        "patch_size": patch_size,
-        "median_image_size_in_voxels": patch_size,
-        "spacing": spacing,
-        "normalization_schemes": ["CTNormalization"],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": resampling(is_seg=False, order=3),
-        "resampling_fn_seg_kwargs": resampling(is_seg=True, order=1),
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": resampling(is_seg=False, order=1),
-        "architecture": architecture,
-        "batch_dice": False,
-    }
-    return {
-        "dataset_name": dataset_name,
-        "plans_name": PLANS,
-        "original_median_spacing_after_transp": spacing,
-        "original_median_shape_after_transp": patch_size,
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {CONFIGURATION: configuration},
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": CT_INTENSITY_PROPERTIES},
-    }
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def write_checkpoint(
+def seeded_weights(
     *,
-    model_dir: Path,
-    fold: int | str = "all",
+    plans: dict,
+    dataset_json: dict,
     seed: int = 0,
-    checkpoint: str = DEFAULT_CHECKPOINT,
     fit_image: np.ndarray | None = None,
     fit_foreground: np.ndarray | None = None,
     fit_spacing_mm: Sequence[float] | None = None,
-    mirroring_axes: tuple[int, ...] = (0, 1, 2),
-) -> Path:
-    """Write ``model_dir/fold_<fold>/<checkpoint>`` for the network ``model_dir``'s plans describe.
+) -> dict:
+    """The state dict of the network ``plans`` describe, initialised from ``seed``.
 
-    The network is built exactly as nnU-Net builds it when loading (the trainer named by the folder,
-    its ``build_network_architecture``), with weights initialised from ``seed``. Trainer and
-    configuration come from the folder name; dataset.json and plans.json must already be there.
+    The network is built exactly as nnU-Net builds it when loading (``nnUNetTrainer``'s
+    ``build_network_architecture``).
 
     With ``fit_image`` (HU, (i, j, k) order like
     :meth:`inference.predictor.VertebraPredictor.predict_result`),
@@ -220,15 +150,12 @@ def write_checkpoint(
     segmentation layer is fitted to that example by weighted least squares on the network's own
     features: background vs foreground, each foreground class a seeded random perturbation of the
     foreground row. The result is a deterministic model, untrained but not arbitrary, that labels
-    bright structures; none of its weights is set by hand. Returns the checkpoint path.
+    bright structures; none of its weights is set by hand.
     """
-    model_dir = Path(model_dir)
-    dataset_json, plans = read_model_jsons(model_dir)
-    trainer_name, _plans_name, configuration = parse_folder_name(model_dir.name)
     plans_manager = PlansManager(plans)
-    configuration_manager = plans_manager.get_configuration(configuration)
+    configuration_manager = plans_manager.get_configuration(CONFIGURATION)
     label_manager = plans_manager.get_label_manager(dataset_json)
-    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
+    trainer_class = recursive_find_trainer_class_by_name(TRAINER)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -252,18 +179,7 @@ def write_checkpoint(
             )
     finally:
         torch.random.set_rng_state(generator_state)  # leave the caller's random stream alone
-    path = model_dir / f"fold_{fold}" / checkpoint
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "network_weights": network.state_dict(),
-            "init_args": {"configuration": configuration, "fold": fold},
-            "trainer_name": trainer_name,
-            "inference_allowed_mirroring_axes": tuple(mirroring_axes),
-        },
-        path,
-    )
-    return path
+    return network.state_dict()
 
 
 def _fit_segmentation_head(

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from ctspine.labels import LABELS
+from inference.nnunet.model_folder import TYPICAL_VERTEBRA_CT_INTENSITY
+from inference.nnunet.model_folder_torch import build_network
 from inference.nnunet.v1_import import V1Model, generic_unet_key_map, v2_plans_json
 
 TASK = "Task601_TinyV1"
@@ -29,14 +30,9 @@ DOWNLOAD_FILES = ("plans.pkl", f"{CHECKPOINT}.model", f"{CHECKPOINT}.model.pkl")
 V1_PATHS = Path(tempfile.mkdtemp(prefix="nnunet_v1_paths_"))
 
 # Foreground statistics of CT intensities (HU) as v1's planner stores them ("sd", not "std").
+V1_INTENSITY_NAMES = {"max": "mx", "min": "mn", "std": "sd"}
 CT_INTENSITY_PROPERTIES = {
-    "median": 260.0,
-    "mean": 320.0,
-    "sd": 230.0,
-    "mn": -1024.0,
-    "mx": 3071.0,
-    "percentile_99_5": 1350.0,
-    "percentile_00_5": -150.0,
+    **{V1_INTENSITY_NAMES.get(key, key): v for key, v in TYPICAL_VERTEBRA_CT_INTENSITY.items()},
     "local_props": OrderedDict(),
 }
 
@@ -114,18 +110,11 @@ def write_v1_files(
     info = {"init": init, "name": "nnUNetTrainerV2", "class": "nnUNetTrainerV2", "plans": plans}
     (trainer_dir / "all" / f"{CHECKPOINT}.model.pkl").write_bytes(pickle.dumps(info))
     model = V1Model("nnUNetTrainerV2", "nnUNetPlansv2.1", 1, "all", plans, sources=())
-    architecture = v2_plans_json(model, dataset_name=TASK)["configurations"]["3d_fullres"]
-    architecture = architecture["architecture"]
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        network = get_network_from_plans(
-            architecture["network_class_name"],
-            architecture["arch_kwargs"],
-            architecture["_kw_requires_import"],
-            1,
-            int(plans["num_classes"]) + 1,
-            deep_supervision=False,
+        network = build_network(
+            v2_plans_json(model, dataset_name=TASK), n_classes=int(plans["num_classes"]) + 1
         )
     finally:
         torch.random.set_rng_state(generator_state)

@@ -138,3 +138,17 @@ def test_login_only_dataset(client, catalog, settings, user):
     assert client.get("/cases/liver_106/").url == "/accounts/login/?next=/cases/liver_106/"
     client.force_login(user)
     assert client.get("/api/cases/").status_code == 200
+
+
+def test_browse_pages_link_to_their_neighbours_keeping_the_filter(client, catalog, monkeypatch):
+    from viewer import pages
+
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
+    count = Case.objects.filter(source="COLONOG").count()
+    assert count > 4  # at least three pages
+    html = client.get("/", {"source": "COLONOG", "page": 2}).content.decode()
+    assert f"<span>page 2 of {-(-count // 2)}</span>" in html
+    assert '<a href="?source=COLONOG&amp;page=1" rel="prev">' in html
+    assert '<a href="?source=COLONOG&amp;page=3" rel="next">' in html
+    single = client.get("/", {"source": "COLONOG", "page": 1}).content.decode()
+    assert 'rel="prev"' not in single and 'rel="next"' in single

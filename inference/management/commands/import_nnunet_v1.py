@@ -5,7 +5,6 @@ Runs as a command, never in the web process, so it may import torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from datetime import UTC, datetime
@@ -15,11 +14,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ctspine.atomic import atomic_write
 from inference.nnunet.config import IMPORT_RECORD
+from inference.nnunet.model_folder_torch import write_model_folder
 from inference.nnunet.safe_pickle import UnsafePickleError
-from inference.nnunet.v1_checkpoint import convert_weights, load_v1_state_dict, write_v2_checkpoint
+from inference.nnunet.v1_checkpoint import V1_MIRROR_AXES, convert_weights, load_v1_state_dict
 from inference.nnunet.v1_import import (
     DEFAULT_CHECKPOINT,
-    V2_CHECKPOINT,
     V1ImportError,
     locate_v1_files,
     read_source,
@@ -73,16 +72,13 @@ def import_v1_model(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        written = {}
-        for name, payload in (("dataset.json", dataset_json), ("plans.json", plans_json)):
-            data = (json.dumps(payload, indent=2) + "\n").encode()
-            atomic_write(staging / name, data)
-            written[name] = hashlib.sha256(data).hexdigest()
-        checkpoint_name = f"fold_{model.fold}/{V2_CHECKPOINT}"
-        write_v2_checkpoint(staging / checkpoint_name, weights=weights, fold=model.fold)
-        written[checkpoint_name] = hashlib.sha256(
-            (staging / checkpoint_name).read_bytes()
-        ).hexdigest()
+        written = write_model_folder(
+            staging,
+            plans=plans_json,
+            dataset_json=dataset_json,
+            weights_per_fold={model.fold: weights},
+            mirroring_axes=V1_MIRROR_AXES,
+        )
         record = {
             "origin": "nnU-Net v1",
             "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
