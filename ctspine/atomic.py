@@ -64,7 +64,11 @@ def lock_file(path: Path, *, blocking: bool = True) -> int | None:
     the fd is checked to still be the file at ``path``, and the lock retried otherwise.
     """
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # its folder was deleted (e.g. the cache folder by hand)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -321,6 +321,8 @@ class VolumeCache:
     def entries(self) -> list[CacheEntry]:
         """All cache directories with their size on disk and last use."""
         found = []
+        if not self._volumes_dir.is_dir():  # the whole cache folder was deleted
+            return found
         for directory in self._volumes_dir.iterdir():
             size, last_used = 0, None
             try:

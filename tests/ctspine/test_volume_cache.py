@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -413,3 +414,20 @@ def test_get_many_decodes_in_parallel_threads(tmp_path, conversions, monkeypatch
         with pytest.raises(VolumeError, match="not a NIfTI"):
             cache.get_many([(image_path, "image"), (bad, "label")])
     cache.wait()
+
+
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_a_deleted_cache_folder_is_made_again_on_demand(tmp_path, write_behind):
+    data, affine = phantom_ras()
+    first = write_nifti(tmp_path / "first.nii.gz", data, affine)
+    flipped = np.ascontiguousarray(data[::-1])
+    second = write_nifti(tmp_path / "second.nii.gz", flipped, affine)
+    cache = VolumeCache(tmp_path / "cache", max_bytes=1 << 30, write_behind=write_behind)
+    cache.get(first)
+    cache.wait()
+    shutil.rmtree(tmp_path / "cache")  # by hand, while the server runs
+    assert cache.entries() == []
+    volume = cache.get(second)
+    cache.wait()
+    assert np.array_equal(volume.read(), flipped)
+    assert [entry.key for entry in cache.entries()] == [volume.key]

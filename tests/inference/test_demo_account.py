@@ -6,8 +6,8 @@ import stat
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
-from django.test import RequestFactory
 from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 
 
 def password_in(path) -> str:

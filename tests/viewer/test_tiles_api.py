@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -283,3 +284,13 @@ def test_sagittal_tiles_are_the_same_before_and_after_the_store_is_written(
     for index, want in zip(indices, expected, strict=True):
         assert np.array_equal(_png(client.get(url.format(index), {"opacity": 0.7})), want)
     assert any(want.ndim == 3 for want in expected)  # some tiles with labels drawn
+
+
+def test_tiles_survive_the_cache_folder_being_deleted(client, ingested_phantom, settings):
+    """Deleting the cache folder by hand while the server runs costs a re-conversion, not a 500."""
+    first, second = Case.objects.filter(downloaded=True, error="")[:2]
+    assert client.get(f"/api/cases/{first.case_id}/slices/axial/0.png").status_code == 200
+    shutil.rmtree(settings.CTSPINE_CACHE_DIR)
+    for case in (second, first):
+        assert client.get(f"/api/cases/{case.case_id}/slices/axial/0.png").status_code == 200
+        assert client.get(f"/api/cases/{case.case_id}/thumbnail.png").status_code == 200
