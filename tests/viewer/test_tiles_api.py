@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -294,3 +295,23 @@ def test_tiles_survive_the_cache_folder_being_deleted(client, ingested_phantom, 
     for case in (second, first):
         assert client.get(f"/api/cases/{case.case_id}/slices/axial/0.png").status_code == 200
         assert client.get(f"/api/cases/{case.case_id}/thumbnail.png").status_code == 200
+
+
+def test_a_store_changed_in_place_is_never_served(client, lps_case, settings):
+    """Same-size garbage written into a cached store is caught by its checksum when a server
+    process opens the entry, and the volume is converted again."""
+    from viewer.tiles import volumes
+
+    case, image, _ = lps_case
+    k = image.shape[2] // 2
+    url = f"/api/cases/{case.case_id}/slices/axial/{k}.png"
+    before = _png(client.get(url, {"overlay": 0}))
+    volumes.volume_cache().wait()
+    for store in Path(settings.CTSPINE_CACHE_DIR).glob("volumes/*/volume.b2nd"):
+        size = store.stat().st_size
+        with open(store, "r+b") as handle:  # keep the size: only the checksum can tell
+            handle.seek(size // 2)
+            handle.write(bytes(255 - b for b in handle.read(64)))
+            assert handle.seek(0, 2) == size
+    volumes._caches.clear()  # a fresh server process
+    assert np.array_equal(_png(client.get(url, {"overlay": 0})), before)
