@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("viewer.api.urls")),
     path("", include("evaluation.urls")),
+    path("", include("batches.urls")),
     path("", include("inference.urls")),
     path("", include("viewer.urls")),
 ]

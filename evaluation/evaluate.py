@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,11 +91,13 @@ def run_evaluation(
     tolerance_mm: float = 2.0,
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
+    cases: Collection[str] | None = None,
 ) -> EvaluationRun:
     """Evaluate every prediction of ``prediction_dir`` for the cases of ``split`` (test_public,
     test_private, all = both test splits, or train) and store an ``EvaluationRun``.
 
-    ``workers``: processes computing metrics (1: in this process). ``tolerance_mm``: the NSD
+    ``cases``: only these case ids of the split are expected (a batch over filtered cases);
+    None: every case of the split. ``workers``: processes computing metrics (1: in this process). ``tolerance_mm``: the NSD
     tolerance. ``out_dir``: where the CSV and JSON files go (default: the prediction folder).
     Raises :class:`EvaluationError` when the folder, split or tolerance is unusable.
 
@@ -109,6 +111,10 @@ def run_evaluation(
     folder = Path(prediction_dir).expanduser().resolve()
     splits = EVALUATED_SPLITS[split]
     plan = plan_cases(splits, root=Path(settings.CTSPINE_DATA_ROOT))
+    if cases is not None:
+        for case_id in set(plan.cases) - set(cases):
+            del plan.cases[case_id], plan.references[case_id]
+            plan.not_evaluated[case_id] = "is not among the cases evaluated"
     try:
         match = match_predictions(folder, plan.cases, not_evaluated=plan.not_evaluated)
     except (FileNotFoundError, NotADirectoryError) as exc:

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "viewer",
     "inference",
     "evaluation",
+    "batches",
 ]
 
 MIDDLEWARE = [
