@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from tests.support.model_folder import build_tiny_model_folder
+from tests.support.model_folder import build_tiny_model_folder, use_model
 
 
 @pytest.fixture(scope="session")
@@ -22,13 +22,7 @@ def coarse_model(tmp_path_factory) -> Path:
 def batch_settings(settings, tmp_path, coarse_model, ingested_phantom):
     """The coarse model on the CPU, fast mode, quick heartbeats, media in this test's folder."""
     settings.CTSPINE_MEDIA_DIR = tmp_path / "media"
-    settings.CTSPINE_NNUNET_MODEL_DIR = str(coarse_model)
-    settings.CTSPINE_NNUNET_FOLDS = "all"
-    settings.CTSPINE_NNUNET_CHECKPOINT = "checkpoint_final.pth"
-    settings.CTSPINE_NNUNET_LABEL_MAP = None
-    settings.CTSPINE_DEVICE = "cpu"
-    settings.CTSPINE_NNUNET_MODE = "fast"
-    settings.CTSPINE_JOB_HEARTBEAT_S = 0.2
+    use_model(settings, coarse_model, heartbeat_s=0.2)
     return settings
 
 

@@ -73,17 +73,30 @@ def follow(batch: Batch, workers, log_dir, *, each_round=lambda batch: None) -> 
     return services.watch(batch, poll_s=0.5, tick=tick)
 
 
+def wait_only(batch: Batch, workers, log_dir) -> Batch:
+    """Read the batch until it ends, changing nothing: the workers alone close and evaluate it."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not batch.is_final:
+        assert time.monotonic() < deadline, f"batch not done after {TIMEOUT_S} s\n{logs(log_dir)}"
+        assert any(w.poll() is None for w in workers), f"every worker exited\n{logs(log_dir)}"
+        time.sleep(0.5)
+        batch.refresh_from_db()
+    return batch
+
+
 def name_of(worker) -> str:
     return f"{socket.gethostname()}:{worker.pid}"
 
 
 @pytest.mark.django_db(transaction=True)
 def test_two_worker_processes_share_one_batch(rq_batches, staff, tmp_path):
+    """Both processes take cases; they alone close the batch and evaluate it (this test only
+    reads), every case once."""
     batch = services.create_batch(user=staff, split="all", name="two workers")
     assert batch.cases.count() == 12
     workers = start_workers(rq_batches, 2, log_dir=tmp_path / "logs")
     try:
-        batch = follow(batch, workers, tmp_path / "logs")
+        batch = wait_only(batch, workers, tmp_path / "logs")
     finally:
         stop_workers(workers)
 
@@ -100,6 +113,8 @@ def test_two_worker_processes_share_one_batch(rq_batches, staff, tmp_path):
 def test_a_batch_completes_when_a_worker_is_killed_mid_case(
     rq_batches, batch_settings, staff, tmp_path
 ):
+    """The killed worker's case is re-queued (by the survivor or by the watching command, both
+    reap) and run again by the survivor; no case is lost or counted twice."""
     setup = replace(rq_batches, stale_after_s=4.0)
     batch_settings.CTSPINE_JOB_STALE_AFTER_S = setup.stale_after_s  # this process reaps too
     batch = services.create_batch(user=staff, split="test_public", name="one worker killed")

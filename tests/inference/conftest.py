@@ -19,7 +19,7 @@ from django.test import Client
 from django_tasks_db.management.commands.db_worker import Worker
 from rest_framework.test import APIClient
 
-from tests.support.model_folder import build_tiny_model_folder, spine_phantom
+from tests.support.model_folder import build_tiny_model_folder, spine_phantom, use_model
 
 SAMPLE_DICOM = "ts_example_dicom"
 SAMPLE_DICOM_LABELS = "ts_example_dicom_vertebrae.nii.gz"
@@ -57,14 +57,7 @@ def media(settings, tmp_path) -> Path:
 @pytest.fixture
 def model(settings, media, tiny_model) -> Path:
     """Settings for the tiny model on the CPU, fast mode, quick heartbeats."""
-    settings.CTSPINE_NNUNET_MODEL_DIR = str(tiny_model)
-    settings.CTSPINE_NNUNET_FOLDS = "all"
-    settings.CTSPINE_NNUNET_CHECKPOINT = "checkpoint_final.pth"
-    settings.CTSPINE_NNUNET_LABEL_MAP = None
-    settings.CTSPINE_DEVICE = "cpu"
-    settings.CTSPINE_NNUNET_MODE = "fast"
-    settings.CTSPINE_JOB_HEARTBEAT_S = 0.1
-    return tiny_model
+    return use_model(settings, tiny_model)
 
 
 @pytest.fixture

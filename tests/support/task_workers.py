@@ -54,12 +54,18 @@ class WorkerSetup:
         }
 
 
-def start_workers(setup: WorkerSetup, count: int, *, log_dir: Path) -> list[subprocess.Popen]:
+def start_workers(
+    setup: WorkerSetup, count: int, *, log_dir: Path, pin_cpus: bool = False
+) -> list[subprocess.Popen]:
     """``count`` rq worker processes on the queue ``default``; each one's output goes to
-    ``log_dir/worker-<n>.log``. A worker's name on the jobs it runs is ``host:pid``."""
+    ``log_dir/worker-<n>.log``. A worker's name on the jobs it runs is ``host:pid``.
+    ``pin_cpus``: worker n runs on CPU n only (modulo the CPUs there are), so its PyTorch uses
+    one thread, as one CPU worker per core would be deployed."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    cpus = sorted(os.sched_getaffinity(0))
     workers = []
     for number in range(count):
+        pinned = {cpus[number % len(cpus)]} if pin_cpus else None
         with open(log_dir / f"worker-{number}.log", "wb") as log:
             workers.append(
                 subprocess.Popen(
@@ -68,6 +74,9 @@ def start_workers(setup: WorkerSetup, count: int, *, log_dir: Path) -> list[subp
                     env=setup.environment(),
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    preexec_fn=(lambda cpus=pinned: os.sched_setaffinity(0, cpus))
+                    if pinned
+                    else None,
                 )
             )
     return workers
