@@ -20,6 +20,9 @@ from batches.progress import BatchProgress, CaseRow, batch_progress
 from evaluation.models import EVALUATED_SPLITS, EvaluationRun
 from inference.models import SegmentationJob
 
+# The evaluation run page's URL name (evaluation/urls.py).
+EVALUATION_RUN_URL = "evaluation"
+
 
 def _active_cases():
     """Active jobs of the batch in the outer query (for Exists)."""
@@ -110,6 +113,9 @@ class Batch(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL
+
+    def evaluation_url(self) -> str:
+        return reverse(EVALUATION_RUN_URL, args=[self.evaluation_id])
 
     def progress(self) -> BatchProgress:
         """Counts, cases per worker, throughput and ETA now (one query over the jobs)."""

@@ -139,14 +139,13 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from ctspine.phantom.anatomy import plan_cases, write_dataset
     from tests.support.task_workers import WorkerSetup
     from viewer.models import Case
 
     call_command("migrate", verbosity=0)
     call_command("flush", interactive=False, verbosity=0)
     django_rq.get_connection("default").flushdb()
-    write_dataset(workdir / "CTSpine1K", plan_cases(24, seed=7, full_size=False))
+    call_command("make_demo_dataset", str(workdir / "CTSpine1K"), cases=24, seed=7, verbosity=0)
     call_command("ingest", str(workdir / "CTSpine1K"), verbosity=0)
     staff = get_user_model().objects.create_user("bench", is_staff=True)
     root = workdir / "CTSpine1K"
