@@ -11,5 +11,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("viewer.urls")),  # first: its tile URLs are the most requested
     path("", include("evaluation.urls")),
+    path("", include("batches.urls")),
     path("", include("inference.urls")),
 ]

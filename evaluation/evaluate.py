@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +125,7 @@ def run_evaluation(
     skip_missing: bool = False,
     reference_dir: str | Path | None = None,
     set_name: str = "Test_VerSe",
+    cases: Collection[str] | None = None,
 ) -> EvaluationRun:
     """Evaluate every prediction of ``prediction_dir`` for the cases of ``split`` (test_public,
     test_private, all = both test splits, or train) and store an ``EvaluationRun``.
@@ -133,6 +134,8 @@ def run_evaluation(
     set named ``set_name``; Test_VerSe in VerSe's label convention, ``split`` is then unused).
     ``skip_missing``: leave cases without a prediction out of the tables instead of scoring
     them as empty predictions (Dice 0 for each of their vertebrae, HD95 not defined).
+    ``cases``: only these case ids of the split are expected (a batch over filtered cases);
+    None: every case of the split.
 
     ``workers``: processes computing metrics (1: in this process). ``tolerance_mm``: the NSD
     tolerance. ``out_dir``: where the CSV and JSON files go (default: the prediction folder).
@@ -152,6 +155,10 @@ def run_evaluation(
         split = plan.set_key
     else:
         plan = plan_cases(EVALUATED_SPLITS[split], root=Path(settings.CTSPINE_DATA_ROOT))
+    if cases is not None:
+        for case_id in set(plan.cases) - set(cases):
+            del plan.cases[case_id], plan.references[case_id]
+            plan.not_evaluated[case_id] = "is not among the cases evaluated"
     try:
         match = match_predictions(folder, plan.cases, not_evaluated=plan.not_evaluated)
     except (FileNotFoundError, NotADirectoryError) as exc:

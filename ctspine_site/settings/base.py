@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "inference",
     "evaluation",
     "ctspine_site.apps.SiteConfig",
+    "batches",
 ]
 
 MIDDLEWARE = [

@@ -19,8 +19,7 @@ from django.test import Client
 from django_tasks_db.management.commands.db_worker import Worker
 from rest_framework.test import APIClient
 
-from tests.support.demo_model import use_model
-from tests.support.model_folder import build_tiny_model_folder, spine_phantom
+from tests.support.model_folder import build_tiny_model_folder, spine_phantom, use_model
 
 SAMPLE_DICOM = "ts_example_dicom"
 SAMPLE_DICOM_LABELS = "ts_example_dicom_vertebrae.nii.gz"
@@ -58,8 +57,7 @@ def media(settings, tmp_path) -> Path:
 @pytest.fixture
 def model(settings, media, tiny_model) -> Path:
     """Settings for the tiny model on the CPU, fast mode, quick heartbeats."""
-    use_model(settings, tiny_model)
-    return tiny_model
+    return use_model(settings, tiny_model)
 
 
 @pytest.fixture

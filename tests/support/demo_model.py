@@ -7,23 +7,12 @@ import numpy as np
 
 from ctspine.phantom.plan import PhantomSpec
 from inference import demo_model
+from tests.support.model_folder import use_model
 
 
 def use_demo_model(settings) -> None:
     """Point the settings at the committed demo model: CPU, fast mode, quick heartbeats."""
     use_model(settings, demo_model.MODEL_DIR)
-
-
-def use_model(settings, model_dir) -> None:
-    """Point the settings at the model folder ``model_dir``: fold all, CPU, fast mode, quick
-    heartbeats."""
-    settings.CTSPINE_NNUNET_MODEL_DIR = str(model_dir)
-    settings.CTSPINE_NNUNET_FOLDS = "all"
-    settings.CTSPINE_NNUNET_CHECKPOINT = "checkpoint_final.pth"
-    settings.CTSPINE_NNUNET_LABEL_MAP = None
-    settings.CTSPINE_DEVICE = "cpu"
-    settings.CTSPINE_NNUNET_MODE = "fast"
-    settings.CTSPINE_JOB_HEARTBEAT_S = 0.1
 
 
 def anisotropic_lps(specs: list[PhantomSpec]) -> PhantomSpec:

@@ -234,3 +234,16 @@ def _fit_segmentation_head(
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(rows[:, :-1]).float().reshape(head.weight.shape))
         head.bias.copy_(torch.from_numpy(rows[:, -1]).float())
+
+
+def use_model(settings, model_dir: Path, *, heartbeat_s: float = 0.1) -> Path:
+    """Point Django ``settings`` at ``model_dir`` (fold all, its final checkpoint, labels by
+    name) on the CPU in fast mode, with a heartbeat every ``heartbeat_s`` seconds."""
+    settings.CTSPINE_NNUNET_MODEL_DIR = str(model_dir)
+    settings.CTSPINE_NNUNET_FOLDS = "all"
+    settings.CTSPINE_NNUNET_CHECKPOINT = "checkpoint_final.pth"
+    settings.CTSPINE_NNUNET_LABEL_MAP = None
+    settings.CTSPINE_DEVICE = "cpu"
+    settings.CTSPINE_NNUNET_MODE = "fast"
+    settings.CTSPINE_JOB_HEARTBEAT_S = heartbeat_s
+    return model_dir

@@ -1,0 +1,87 @@
+"""The batch's own work on the tasks backend: closing a batch when its last case ends, and the
+evaluation task that follows.
+
+A batch's cases run as ordinary ``inference.tasks.segment_job`` tasks (one per case, on any
+worker); a case re-queued after its worker died is enqueued by the job machinery as any job. So
+the batch does not count on its own task running last: whenever a worker finishes a segmentation
+task (``django_tasks``' ``task_finished`` signal, sent by the db and rq workers alike), every
+running batch without an active case is closed, which also catches a case failed by the reaper.
+``manage.py segment_split --wait`` and a cancel close batches the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import DatabaseError, transaction
+from django.dispatch import receiver
+from django_tasks import task
+from django_tasks.signals import task_finished
+
+from batches import evaluation
+from batches.models import Batch
+from evaluation.evaluate import EvaluationError
+from inference.tasks import segment_job
+
+logger = logging.getLogger(__name__)
+
+
+@task()
+def evaluate_batch(batch_id: int) -> str:
+    """Table 2 over a closed batch's predictions; links the run and the batch both ways."""
+    batch = Batch.objects.filter(pk=batch_id, status=Batch.Status.EVALUATING).first()
+    if batch is None:
+        return "skipped: the batch is not waiting for its evaluation"
+    try:
+        run = evaluation.evaluate_batch(batch)
+    except EvaluationError as exc:
+        Batch.objects.fail_evaluation(batch_id, f"The evaluation could not run: {exc}")
+        return f"failed: {exc}"
+    except Exception as exc:
+        Batch.objects.fail_evaluation(
+            batch_id,
+            f"The evaluation failed unexpectedly ({type(exc).__name__}: {exc}). The worker's log"
+            " has the details.",
+        )
+        raise
+    Batch.objects.record_evaluation(batch_id, run)
+    return f"evaluated: run {run.pk}"
+
+
+def enqueue_evaluation(batch_id: int) -> None:
+    """Hand a closed batch's evaluation to the tasks backend; a backend that cannot be reached
+    fails the batch with the reason instead of leaving it evaluating forever."""
+    try:
+        evaluate_batch.enqueue(batch_id)
+    except Exception as exc:  # any backend error (Redis down, database locked) is told the user
+        logger.exception("could not enqueue the evaluation of batch %s", batch_id)
+        Batch.objects.fail_evaluation(
+            batch_id, f"The evaluation could not be queued ({type(exc).__name__}: {exc})."
+        )
+
+
+def close_finished_batches() -> list[tuple[int, str]]:
+    """Close every running batch whose cases have all ended: cancelled ones stop there, the
+    others get their evaluation task (enqueued after commit). Safe from any number of processes
+    at once. Returns (batch id, new status) pairs."""
+    closed = []
+    for batch_id in Batch.objects.running().without_active_cases().values_list("pk", flat=True):
+        status = Batch.objects.close(batch_id)
+        if status == Batch.Status.EVALUATING:
+            transaction.on_commit(lambda pk=batch_id: enqueue_evaluation(pk))
+        if status:
+            logger.info("batch %s: all cases ended -> %s", batch_id, status)
+            closed.append((batch_id, str(status)))
+    return closed
+
+
+@receiver(task_finished)
+def close_batches_after_a_case(sender, task_result, **kwargs) -> None:
+    """After a worker's segmentation task: close the batches it may have completed."""
+    if task_result.task.module_path != segment_job.module_path:
+        return
+    try:
+        close_finished_batches()
+    except DatabaseError:
+        # The next finished case, segment_split --wait, or a page's cancel tries again.
+        logger.warning("closing finished batches failed", exc_info=True)

@@ -1,0 +1,213 @@
+"""Batches through the database queue, in this process: one job per case, a failed case that
+does not stop the batch, predictions in each case's stored orientation, the evaluation run made
+when the last case ends (linked both ways), cancel, staff-only pages and the command."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from django_tasks_db.models import DBTaskResult
+
+from batches import services
+from batches.models import Batch
+from batches.services import BatchError
+from evaluation.case_metrics import MISSING, OK
+from inference import jobs
+from inference.models import SegmentationJob
+from tests.inference.conftest import run_db_worker
+from viewer.models import Case
+
+TEST_PUBLIC = [
+    "1.3.6.1.4.1.9328.50.4.0663",
+    "1.3.6.1.4.1.9328.50.4.0699",
+    "CTC-1018399231",
+    "HN_P023",
+    "liver_110",
+    "volume-covid19-A-0320_ct",
+]
+
+
+def case_ids(batch: Batch) -> list[str]:
+    return list(batch.jobs().values_list("title", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_runs_every_case_and_ends_in_its_evaluation(batch_settings, staff):
+    batch = services.create_batch(user=staff, split="test_public", name="tiny on test_public")
+    assert case_ids(batch) == TEST_PUBLIC
+    assert batch.status == Batch.Status.RUNNING and batch.mode == "fast"
+    tasks = DBTaskResult.objects.filter(id__in=list(batch.jobs().values_list("task_id", flat=True)))
+    assert tasks.count() == 6 and set(tasks.values_list("status", flat=True)) == {"READY"}
+    # One case's image is gone when a worker reaches it (the catalog points at a file that is not
+    # there; the shared phantom download stays whole): that case fails, the batch goes on.
+    Case.objects.filter(case_id="HN_P023").update(image_path="data/HNSCC-3DCT-RT_neck/gone.nii.gz")
+
+    run_db_worker()  # the six cases, then the evaluation task the last one enqueued
+
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.DONE, batch.error
+    statuses = dict(batch.jobs().values_list("title", "status"))
+    assert statuses == {c: "failed" if c == "HN_P023" else "succeeded" for c in TEST_PUBLIC}
+    failed = batch.jobs().get(title="HN_P023")
+    assert failed.error == f"the image of job {failed.pk} is missing on disk"
+    assert set(batch.jobs().values_list("worker", flat=True)) != {""}
+
+    run = batch.evaluation
+    assert run is not None and run.batch == batch  # linked both ways
+    assert run.name == "tiny on test_public" and run.split == "test_public"
+    assert (run.cases_expected, run.cases_evaluated, run.cases_missing) == (6, 5, 1)
+    results = dict(run.cases.values_list("case_id", "status"))
+    assert results == {c: MISSING if c == "HN_P023" else OK for c in TEST_PUBLIC}
+    # The evaluated prediction is the job's own file, in the case's stored orientation.
+    for job in batch.jobs().filter(status="succeeded"):
+        result = run.cases.get(case_id=job.title)
+        assert result.prediction_path.endswith(f"batches/{batch.pk}/predictions/{job.title}.nii.gz")
+        prediction = nib.load(result.prediction_path)
+        assert jobs.media_path(job.prediction_path).samefile(result.prediction_path)
+        image = nib.load(batch_settings.CTSPINE_DATA_ROOT / job.case.image_path)
+        assert prediction.shape == image.shape
+        assert nib.aff2axcodes(prediction.affine) == nib.aff2axcodes(image.affine)
+        assert np.allclose(prediction.affine, image.affine, atol=1e-3)
+        assert result.mean_dice is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_filters_narrow_the_batch_and_its_evaluation(batch_settings, staff):
+    batch = services.create_batch(
+        user=staff, split="all", filters={"anomaly": ["lumbarization"]}, name="lumbarization"
+    )
+    expected = sorted(
+        Case.objects.filter(split__in=("test_public", "test_private"))
+        .with_anomaly("lumbarization", source="curated")
+        .values_list("case_id", flat=True)
+    )
+    assert case_ids(batch) == expected and 0 < len(expected) < 12
+
+    run_db_worker()
+
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.DONE
+    # Only the batch's cases are expected: the rest of the split is not "missing".
+    assert batch.evaluation.cases_expected == len(expected) == batch.evaluation.cases_evaluated
+    assert sorted(batch.evaluation.cases.values_list("case_id", flat=True)) == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"split": "test"}, "split must be one of test_public, test_private, all, train, not 'test'"),
+        ({"split": "all", "filters": {"colour": ["red"]}}, "unknown filter colour: use anomaly,"),
+        ({"split": "all", "filters": {"split": ["train"]}}, "unknown filter split: use"),
+        ({"split": "all", "filters": {"anomaly": ["wobbly"]}}, "bad filter: anomaly: Select a valid choice."),
+        ({"split": "all", "filters": {"q": ["no-such-case"]}}, "no downloaded case of all matches these filters"),
+        ({"split": "all", "mode": "slow"}, "mode must be one of fast, accurate"),
+    ],
+)  # fmt: skip
+def test_bad_requests_are_refused_with_a_reason(batch_settings, staff, kwargs, message):
+    with pytest.raises(BatchError) as refused:
+        services.create_batch(user=staff, **kwargs)
+    assert refused.value.message.startswith(message)
+    assert not Batch.objects.exists() and not SegmentationJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_only_staff_make_batches(batch_settings, user, client, staff_client):
+    with pytest.raises(BatchError, match="only staff") as refused:
+        services.create_batch(user=user, split="all")
+    assert refused.value.status == 403
+    assert client.get("/batches/new").status_code == 302  # anonymous: to the login page
+    client.force_login(user)
+    assert client.get("/batches/new").status_code == 403
+    assert client.post("/batches/new", {"split": "all", "mode": "fast"}).status_code == 403
+    assert not Batch.objects.exists()
+    assert staff_client.get("/batches/new").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "pairs, message",
+    [(["anomaly"], "a filter is written name=value, not 'anomaly'"), (["=x"], "a filter is")],
+)
+def test_filter_pairs_are_parsed_or_refused(pairs, message):
+    with pytest.raises(BatchError, match=message):
+        services.parse_filters(pairs)
+    assert services.parse_filters(["source=COLONOG", "source=MSD-T10", "anomaly=any"]) == {
+        "source": ["COLONOG", "MSD-T10"],
+        "anomaly": ["any"],
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_ends_queued_cases_and_the_batch_without_evaluation(
+    batch_settings, staff_client, staff
+):
+    batch = services.create_batch(user=staff, split="test_private")
+    response = staff_client.post(f"/batches/{batch.pk}/cancel")
+    assert response.status_code == 302 and response["Location"] == f"/batches/{batch.pk}/"
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.CANCELLED and batch.evaluation is None
+    assert set(batch.jobs().values_list("status", flat=True)) == {"cancelled"}
+    run_db_worker()  # the tasks of the cancelled cases skip them
+    assert set(batch.jobs().values_list("status", flat=True)) == {"cancelled"}
+    with pytest.raises(BatchError, match="has already cancelled"):
+        services.cancel_batch(batch)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_batch_page_shows_cases_workers_and_the_evaluation(batch_settings, staff_client):
+    call_command(
+        "segment_split",
+        "--split",
+        "test_public",
+        "--filter",
+        "q=liver",
+        "--user",
+        "sam",
+        verbosity=0,
+    )
+    batch = Batch.objects.get()
+    assert case_ids(batch) == ["liver_110"]
+    page = staff_client.get(f"/batches/{batch.pk}/").content.decode()
+    assert '<span id="count-queued">1</span> queued' in page and 'id="cancel"' in page
+    progress = json.loads(staff_client.get(f"/batches/{batch.pk}/progress").content)
+    assert progress["counts"] == {
+        "queued": 1,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
+
+    run_db_worker()
+
+    job = batch.jobs().get()
+    batch.refresh_from_db()
+    page = staff_client.get(f"/batches/{batch.pk}/").content.decode()
+    assert '<span id="count-succeeded">1</span> done' in page
+    assert f"<td>{job.worker}</td><td>1</td>" in page  # the worker's count
+    assert f'href="/evaluations/{batch.evaluation.pk}/"' in page
+    assert 'id="cancel"' not in page and "batch.js" not in page  # nothing left to follow
+    progress = json.loads(staff_client.get(f"/batches/{batch.pk}/progress").content)
+    assert progress["status"] == "done" and progress["by_worker"] == {job.worker: 1}
+    assert progress["cases_per_minute"] > 0 and progress["eta_s"] == 0
+    run_page = staff_client.get(f"/evaluations/{batch.evaluation.pk}/").content.decode()
+    assert f'href="/batches/{batch.pk}/"' in run_page  # and back
+    assert staff_client.get("/batches/").content.decode().count(f'href="/batches/{batch.pk}/"') == 1
+
+
+@pytest.mark.django_db
+def test_the_command_refuses_what_it_cannot_run(batch_settings, staff):
+    with pytest.raises(CommandError, match="no user 'nobody'"):
+        call_command("segment_split", "--split", "all", "--user", "nobody")
+    with pytest.raises(CommandError, match="no superuser"):
+        call_command("segment_split", "--split", "all")
+    with pytest.raises(CommandError, match="a filter is written name=value"):
+        call_command("segment_split", "--split", "all", "--user", "sam", "--filter", "liver")
+    batch_settings.CTSPINE_NNUNET_MODEL_DIR = None
+    with pytest.raises(CommandError, match="CTSPINE_NNUNET_MODEL_DIR"):
+        call_command("segment_split", "--split", "all", "--user", "sam")
+    assert not Batch.objects.exists()
