@@ -103,7 +103,8 @@ def create_batch(
             mode=mode,
         )
         for case in cases:
-            job = services.create_job(user=user, case=case, mode=mode)
+            # One job per case on purpose: the per-user quota is for interactive jobs.
+            job = services.create_job(user=user, case=case, mode=mode, check_quota=False)
             BatchCase.objects.create(batch=batch, job=job)
     return batch
 

@@ -208,14 +208,21 @@ def check_model_grid(*, name: str, shape, spacing_mm, mode: str) -> None:
 
 
 def create_job(
-    *, user, upload: Upload | None = None, case: Case | None = None, mode: str | None = None
+    *,
+    user,
+    upload: Upload | None = None,
+    case: Case | None = None,
+    mode: str | None = None,
+    check_quota: bool = True,
 ) -> SegmentationJob:
     """Queue a segmentation of ``upload`` (the user's own) or of a dataset ``case``.
 
     The model settings are checked first: nothing is stored when they are unusable (raises
     ModelConfigError). Refused with JobInputError: a volume too large on the model's grid (413),
-    a user at the limit of queued plus running jobs (429). The task is enqueued when the
-    transaction commits, so a worker never looks for a job row that is not there yet.
+    a user at the limit of queued plus running jobs (429; ``check_quota=False`` for the jobs of a
+    staff batch, which queues one job per case on purpose and is bounded by its split). The task
+    is enqueued when the transaction commits, so a worker never looks for a job row that is not
+    there yet.
     """
     if (upload is None) == (case is None):
         raise JobInputError("give either an upload or a dataset case")
@@ -234,7 +241,8 @@ def create_job(
     with transaction.atomic():
         # Lock the user's row: two requests at once cannot both pass the limit.
         get_user_model().objects.select_for_update().only("pk").get(pk=user.pk)
-        check_job_quota(user)
+        if check_quota:
+            check_job_quota(user)
         job = SegmentationJob.objects.create(
             owner=user,
             upload=upload,

@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from ctspine import metrics
 from ctspine.metrics import compare_labels
+from tests.conftest import SAMPLES
 
 ANISOTROPIC = (0.8, 0.8, 2.5)
 # medpy's private helper (module level, so not name-mangled): directed surface distances, used
@@ -399,8 +400,6 @@ def test_module_imports_no_django():
 
 
 # ---- real anatomy -------------------------------------------------------------------------
-
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 
 
 @pytest.mark.parametrize(

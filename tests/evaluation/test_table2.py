@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
@@ -28,10 +27,11 @@ from evaluation.table2 import (
     summarize,
     worst_cases,
 )
+from tests.conftest import CTSPINE_META
 
 L4, L5, L6 = 23, 24, 25
 # The published table, as the task gives it (beside the repository).
-SHARED_PAPER_TABLE = Path(__file__).resolve().parents[2] / "../shared/ctspine1k/paper_table2.csv"
+SHARED_PAPER_TABLE = CTSPINE_META / "paper_table2.csv"
 
 
 def label_value(label, dice, hd95_mm, ref_voxels=1, predicted_as=None, off_by_one=False):
