@@ -66,7 +66,7 @@ test: install browser lint
 	$(PY) -m pytest -q
 	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2)" 2>/dev/null; then \
 	  echo "--- database tests again on PostgreSQL ($(PG_URL))"; \
-	  DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -m "django_db and not browser"; \
+	  DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -m "django_db and not browser and (postgres or not slow)"; \
 	else echo "SKIPPED: PostgreSQL is not listening on 127.0.0.1:5432, database tests ran on SQLite only"; fi
 
 test-fast: install

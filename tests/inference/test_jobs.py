@@ -369,6 +369,7 @@ def test_job_modes_are_the_models_modes():
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_killed_worker_process_does_not_leave_its_job_running(
     model, phantom_files, tmp_path, user, settings
