@@ -15,6 +15,7 @@ from ctspine.labels import LABEL_BY_VALUE
 from tests.support.tiles import png_pixels as _png
 from tests.support.tiles import window as _window
 from viewer.models import Case
+from viewer.tiles.volumes import volume_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -262,7 +263,6 @@ def test_sagittal_tiles_are_the_same_before_and_after_the_store_is_written(
     from ctspine.imaging.render import DisplayOptions, compose_tile
     from ctspine.imaging.windowing import apply_window, window_preset
     from ctspine.volume_store import StoredVolume
-    from viewer.tiles.volumes import volume_cache
 
     case, image, labels = lps_case
     cache = volume_cache()
@@ -291,6 +291,7 @@ def test_tiles_survive_the_cache_folder_being_deleted(client, ingested_phantom, 
     """Deleting the cache folder by hand while the server runs costs a re-conversion, not a 500."""
     first, second = Case.objects.filter(downloaded=True, error="")[:2]
     assert client.get(f"/api/cases/{first.case_id}/slices/axial/0.png").status_code == 200
+    volume_cache().wait()  # rmtree must not race the background write of the first volume
     shutil.rmtree(settings.CTSPINE_CACHE_DIR)
     for case in (second, first):
         assert client.get(f"/api/cases/{case.case_id}/slices/axial/0.png").status_code == 200
