@@ -82,8 +82,8 @@ MUTANTS = (
         "inference/pipeline.py",
         (
             (
-                "reference=reference.data, prediction=result.labels, spacing_mm=image.spacing",
-                "reference=reference.data, prediction=result.labels, spacing_mm=(1.0, 1.0, 1.0)",
+                "reference=reference.data, prediction=labels, spacing_mm=image.spacing",
+                "reference=reference.data, prediction=labels, spacing_mm=(1.0, 1.0, 1.0)",
             ),
         ),
         ("tests/inference/test_job_metrics_in_mm.py",),
@@ -197,7 +197,7 @@ MUTANTS = (
         "ctspine/metrics.py",
         (
             (
-                "within = int(np.count_nonzero(pooled <= tolerance))",
+                "within = int(np.count_nonzero(pooled <= tolerance * _TOLERANCE_SLACK))",
                 "within = int(np.count_nonzero(pooled <= tolerance * 4))",
             ),
         ),
