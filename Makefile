@@ -7,9 +7,6 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 WEB_WORKERS ?= 4
 PG_URL ?= postgres://postgres@127.0.0.1:5432/ctspine
-# The committed demo model (inference/demo_model/): used by `make run` and `make dev` when no
-# CTSPINE_NNUNET_MODEL_DIR is set; a configured model always wins.
-DEMO_MODEL_DIR := $(CURDIR)/inference/demo_model/weights/Dataset990_CTSpinePhantomDemo/nnUNetTrainer__nnUNetPlans__3d_fullres
 DEMO_ACCOUNT := .demo-account
 export PYTHONUNBUFFERED := 1
 
@@ -29,10 +26,8 @@ demo-data: install
 	  if [ ! -f demo-data/data_split.txt ]; then $(PY) manage.py make_demo_dataset demo-data --cases 24; fi; \
 	fi
 
-run dev: export CTSPINE_NNUNET_MODEL_DIR ?= $(DEMO_MODEL_DIR)
-
 define say_which_model
-	@if [ "$$CTSPINE_NNUNET_MODEL_DIR" = "$(DEMO_MODEL_DIR)" ]; then \
+	@if [ -z "$$CTSPINE_NNUNET_MODEL_DIR" ]; then \
 	  echo "Segmentation: demo model, trained on synthetic phantoms; not for real CT (set CTSPINE_NNUNET_MODEL_DIR to use a real one)"; \
 	else echo "Segmentation: model folder $$CTSPINE_NNUNET_MODEL_DIR"; fi
 endef

@@ -42,7 +42,13 @@ CTSPINE_MAX_ACTIVE_JOBS_PER_USER = int(env("CTSPINE_MAX_ACTIVE_JOBS_PER_USER", "
 CTSPINE_MAX_MODEL_VOXELS = int(env("CTSPINE_MAX_MODEL_VOXELS", str(512 * 512 * 1024)))
 CTSPINE_TASKS_BACKEND = env("CTSPINE_TASKS_BACKEND", "db")
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
-CTSPINE_NNUNET_MODEL_DIR = env("CTSPINE_NNUNET_MODEL_DIR")
+# Without a configured model, the demo model the project trains on phantoms (committed; every
+# result it gives says "demo model ... not for real CT"). A configured model always wins.
+DEMO_NNUNET_MODEL_DIR = (
+    BASE_DIR / "inference/demo_model/weights/Dataset990_CTSpinePhantomDemo"
+    / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+)  # fmt: skip
+CTSPINE_NNUNET_MODEL_DIR = env("CTSPINE_NNUNET_MODEL_DIR", str(DEMO_NNUNET_MODEL_DIR))
 CTSPINE_NNUNET_FOLDS = env("CTSPINE_NNUNET_FOLDS", "all")
 CTSPINE_NNUNET_CHECKPOINT = env("CTSPINE_NNUNET_CHECKPOINT", "checkpoint_final.pth")
 CTSPINE_NNUNET_LABEL_MAP = env("CTSPINE_NNUNET_LABEL_MAP")

@@ -14,6 +14,8 @@ _TMP = Path(tempfile.mkdtemp(prefix="ctspine-test-"))
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 CTSPINE_CACHE_DIR = Path(env("CTSPINE_CACHE_DIR", str(_TMP / "cache")))
 CTSPINE_MEDIA_DIR = Path(env("CTSPINE_MEDIA_DIR", str(_TMP / "media")))
+# Tests choose their model (tiny, demo or none) explicitly.
+CTSPINE_NNUNET_MODEL_DIR = env("CTSPINE_NNUNET_MODEL_DIR")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STATIC_ROOT = _TMP / "static"
 STATIC_ROOT.mkdir()
