@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctspine.atomic import atomic_write
 from ctspine.dataset.metadata import SPLITS
 from ctspine.labels import LABELS
 
@@ -149,9 +150,8 @@ def _place(source: Path, target: Path, copy: bool, summary: ExportSummary) -> No
     if target.exists() or target.is_symlink():
         target.unlink()
     if copy:
-        temporary = target.with_name(f".{target.name}.part")
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, target)
+        with open(source, "rb") as original:
+            atomic_write(target, lambda handle: shutil.copyfileobj(original, handle, 16 << 20))
         summary.copied += 1
         return
     try:
@@ -175,6 +175,4 @@ def _remove_stale(folder: Path, written: set[Path]) -> int:
 
 def _write_json(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.part")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(temporary, path)
+    atomic_write(path, (json.dumps(content, indent=2) + "\n").encode())

@@ -11,15 +11,12 @@ for voxel in any tool. Distances are in mm, centroids in RAS+ world mm, timings 
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import nibabel as nib
 import numpy as np
 
 from ctspine.imaging.label_stats import summarize_labels
@@ -31,6 +28,7 @@ from ctspine.imaging.volume_io import (
     stored_affine,
     stored_spacing,
     to_stored_order,
+    write_nifti,
 )
 from ctspine.metrics import compare_labels
 
@@ -176,24 +174,11 @@ def _centroids(summary, image: Volume) -> dict[int, dict]:
 def write_labels(*, labels: np.ndarray, like: Volume, path: Path) -> None:
     """Write RAS+ ``labels`` (uint8, on ``like``'s grid) as NIfTI in ``like``'s stored orientation.
 
-    Written to a ``.part`` file beside ``path``, fsynced, then renamed over ``path``: readers see
-    the old file or the new one, never half of one.
+    Written atomically (:func:`ctspine.imaging.volume_io.write_nifti`): readers see the old file
+    or the new one, never half of one.
     """
     data = to_stored_order(np.asarray(labels, dtype=np.uint8), like=like)
     affine = stored_affine(like)
     if data.shape != tuple(like.original_shape):
         raise RuntimeError(f"reoriented labels {data.shape} != stored {like.original_shape}")
-    image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header["descrip"] = b"CTSpine1K labels 0-25 (nnU-Net)"
-    partial = path.with_name(
-        f".{path.name.removesuffix('.nii.gz')}.{uuid.uuid4().hex[:8]}.part.nii.gz"
-    )
-    try:
-        nib.save(image, partial)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_nifti(path, data, affine, description=b"CTSpine1K labels 0-25 (nnU-Net)")

@@ -23,6 +23,7 @@ import numpy as np
 from nibabel import orientations
 from nibabel.spatialimages import HeaderDataError
 
+from ctspine.atomic import atomic_write
 from ctspine.labels import MAX_LABEL
 
 try:  # ISA-L is a declared dependency; the stdlib fallback only keeps a broken install readable.
@@ -455,3 +456,26 @@ def check_same_grid(
             f"label affine differs from the image affine by up to {worst:.4g} mm"
             f" (tolerance {tolerance_mm:g} mm)"
         )
+
+
+def write_nifti(
+    path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, *, description: bytes = b""
+) -> Path:
+    """Write ``data`` (voxels in the order ``affine`` maps, world mm) as a gzipped NIfTI-1
+    atomically (:func:`ctspine.atomic.atomic_write`): qform and sform code 1 (scanner), units mm,
+    gzip level 1 with no name or time in its header, so the same array gives the same bytes."""
+    path = Path(path)
+    image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+    image.header.set_data_dtype(data.dtype)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm", "sec")
+    image.header["descrip"] = description
+
+    def write(handle) -> None:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=1, mtime=0) as gz:
+            image.to_stream(gz)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
+    return path

@@ -8,21 +8,21 @@ drawn by :mod:`ctspine.phantom.anatomy`.
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from ctspine.atomic import atomic_write
 from ctspine.dataset.layout import DATASET_SOURCES as SOURCES
 from ctspine.dataset.metadata import SPLIT_HEADERS, SPLITS
+from ctspine.imaging.volume_io import write_nifti
 from ctspine.phantom.anatomy import make_phantom
 from ctspine.phantom.plan import PhantomSpec
+
+PHANTOM_DESCRIPTION = b"CTSpine1K synthetic phantom"
 
 # --- writing a dataset --------------------------------------------------------------------------
 
@@ -49,7 +49,9 @@ def write_dataset(
     for spec in specs:
         image, label, affine = make_phantom(spec)
         for array, relpath in ((image, spec.image_relpath), (label, spec.label_relpath)):
-            written.append(_write_nifti(root / relpath, array, affine))
+            written.append(
+                write_nifti(root / relpath, array, affine, description=PHANTOM_DESCRIPTION)
+            )
         if progress is not None:
             progress(spec)
     written.append(_write_text(root / "Path.csv", path_csv_text(specs)))
@@ -120,21 +122,6 @@ def _readme_text(specs: list[PhantomSpec]) -> str:
         f"Lumbar sacralization (L5 fused into the sacrum): {', '.join(sacralization) or 'none'}",
     ]
     return "\r\n".join(lines) + "\r\n"
-
-
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
-    """Write a gzipped NIfTI-1 atomically: qform and sform code 1 (scanner), units mm."""
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_data_dtype(array.dtype)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = b"CTSpine1K synthetic phantom"
-    raw = io.BytesIO()
-    # mtime=0 and no file name in the gzip header: the same case gives the same bytes.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as gz:
-        img.to_stream(gz)
-    return _write_bytes(path, raw.getvalue())
 
 
 def _write_text(path: Path, text: str) -> Path:
