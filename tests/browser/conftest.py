@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,8 +62,11 @@ def console() -> Console:
 
 
 @pytest.fixture
-def page(browser, console):
-    """A fresh 1280 x 720 page; console errors are collected into ``console``."""
+def page(browser, console, transactional_db):
+    """A fresh 1280 x 720 page; console errors are collected into ``console``.
+
+    Set up after the test database, so that it is closed, and the live server idle, before
+    ``transactional_db`` flushes the tables."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(15_000)
@@ -75,6 +80,23 @@ def page(browser, console):
     )
     yield page
     context.close()
+    wait_for_live_server_requests()
+
+
+def wait_for_live_server_requests(timeout_s: float = 15) -> None:
+    """Wait until the live server has finished every request of the closed browser.
+
+    The live server answers each connection in a thread of its own, and on SQLite's in-memory
+    database through the test's own connection: a request still running when the test ends (a
+    tile or a poll the page had just sent) holds a table lock, and transactional_db's flush then
+    fails with "database table is locked". Closing the browser context ends its connections; the
+    threads end once their request is answered.
+    """
+    deadline = time.monotonic() + timeout_s
+    while busy := [t.name for t in threading.enumerate() if "process_request_thread" in t.name]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"live server still answering after {timeout_s} s: {busy}")
+        time.sleep(0.02)
 
 
 @pytest.fixture
