@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -236,6 +237,8 @@ def test_warm_cache_fills_volumes_and_thumbnails(
     out = capsys.readouterr().out
     count = Case.objects.filter(split="test_public").count()
     assert f"{count} cases cached, 0 failed" in out
+    on_disk = re.search(r"on disk: .+ for .+ of source files \(([\d.]+)x\)", out)
+    assert on_disk and float(on_disk[1]) > 0, out
     assert len(list((settings.CTSPINE_CACHE_DIR / "thumbnails").glob("*.png"))) == count
     volumes = list((settings.CTSPINE_CACHE_DIR / "volumes").glob("*/meta.json"))
     # Image and label of each case, whatever the number of workers: eviction by one worker no
