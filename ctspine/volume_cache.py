@@ -48,10 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from nibabel import orientations
 
 from ctspine.atomic import atomic_write, fsync_dir, lock_file
 from ctspine.imaging import display, projection
-from ctspine.imaging.volume_io import KINDS, VolumeError, read_volume
+from ctspine.imaging.volume_io import KINDS, Volume, VolumeError, read_volume
 from ctspine.volume_store import (
     DEFAULT_LAYOUT,
     DecodedSlabs,
@@ -94,6 +95,15 @@ class SourceIdentity:
         path_hash = hashlib.sha256(f"{kind}\0{self.path}".encode()).hexdigest()[:16]
         version = hashlib.sha256(f"{self.size}\0{self.mtime_ns}".encode()).hexdigest()[:12]
         return f"{path_hash}-{version}"
+
+
+@dataclass(frozen=True)
+class CacheLocation:
+    """Where a cache lives and how many bytes it may take on disk: what processes that share
+    one cache (web workers, job workers, evaluation workers) agree on."""
+
+    root: str
+    max_bytes: int
 
 
 @dataclass(eq=False)
@@ -142,6 +152,18 @@ class CachedVolume:
         if isinstance(self.data, StoredVolume):
             return self.data.read()
         return self.data
+
+    def as_volume(self) -> Volume:
+        """The whole volume decoded, with its geometry, as :func:`.volume_io.read_volume` gives
+        it for the source file (NaN of a float image read as 0, as every cached image)."""
+        ras_axis_of_stored = orientations.axcodes2ornt(tuple(self.original_axcodes))[:, 0]
+        return Volume(
+            data=self.read(),
+            affine=self.affine,
+            spacing=self.spacing,
+            original_axcodes=self.original_axcodes,
+            original_shape=tuple(self.shape[int(axis)] for axis in ras_axis_of_stored),
+        )
 
     def pixel_spacing(self, *, plane: str) -> display.PixelSpacing:
         """Tile pixel size (column mm, row mm) for ``plane``."""
@@ -209,6 +231,11 @@ class VolumeCache:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         return self._get(SourceIdentity.of(source_path), kind)
+
+    def read_volume(self, source_path: str | os.PathLike, *, kind: str = "image") -> Volume:
+        """:func:`.volume_io.read_volume` through the cache: the file is decoded from its store
+        (converted first if it has none), and it is warm for the viewer afterwards."""
+        return self.get(source_path, kind=kind).as_volume()
 
     def _get(self, source: SourceIdentity, kind: str) -> CachedVolume:
         key = source.key(kind)

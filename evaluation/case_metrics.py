@@ -18,6 +18,7 @@ from django.db import models
 
 from ctspine.imaging.volume_io import VolumeError, check_same_grid, read_volume
 from ctspine.metrics import LabelMetrics, compare_labels
+from ctspine.volume_cache import CacheLocation, VolumeCache
 from evaluation.reference_sets import read_reference
 
 
@@ -33,17 +34,33 @@ class CaseStatus(models.TextChoices):
 OK, MISSING, GRID_MISMATCH, UNREADABLE = CaseStatus
 
 
+_caches: dict[CacheLocation, VolumeCache] = {}
+
+
+def _reader(cache: CacheLocation | None):
+    """How to read ground truth: through the volume cache at ``cache`` (so an evaluated split is
+    warm in the viewer afterwards), or from the file when None."""
+    if cache is None:
+        return read_volume
+    if cache not in _caches:
+        # Written before returning: a pool process may be ended as soon as its last task returns.
+        _caches[cache] = VolumeCache(cache.root, cache.max_bytes, write_behind=False)
+    return _caches[cache].read_volume
+
+
 @dataclass(frozen=True)
 class PairTask:
     """One case to evaluate: absolute paths of the ground truth and the prediction label maps
     (prediction None: there is none, score an empty prediction); ``tolerance_mm`` is the NSD
-    tolerance in mm; ``convention``: the ground truth's labels (``evaluation.reference_sets``)."""
+    tolerance in mm; ``convention``: the ground truth's labels (``evaluation.reference_sets``);
+    ``cache``: the volume cache to read ground truth through (None: the files)."""
 
     case_id: str
     reference: str
     prediction: str | None
     tolerance_mm: float = 2.0
     convention: str = "ctspine"
+    cache: CacheLocation | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +97,7 @@ def evaluate_pair(task: PairTask) -> PairResult:
     the result's ``status`` and ``error`` say what was wrong."""
     start = time.perf_counter()
     try:
-        truth = read_reference(task.reference, convention=task.convention)
+        truth = read_reference(task.reference, convention=task.convention, read=_reader(task.cache))
     except VolumeError as exc:
         return PairResult(task.case_id, UNREADABLE, f"ground truth: {exc}")
     reference = truth.volume

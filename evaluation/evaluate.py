@@ -34,6 +34,7 @@ from evaluation.reference_sets import VERSE, VERSE_SET, reference_files, set_key
 from evaluation.result_files import file_stem, labels_csv, table_csv, write_json, write_text
 from evaluation.serializers import RunDocumentSerializer
 from viewer.models import Case
+from viewer.tiles.volumes import cache_location
 
 # progress(iterable, total) -> the same items, e.g. wrapped in a tqdm bar.
 Progress = Callable[[Iterable, int], Iterable]
@@ -185,6 +186,7 @@ def run_evaluation(
                 str(match.files[case_id]) if case_id in match.files else None,
                 tolerance_mm,
                 plan.convention,
+                cache=cache_location(),
             )
             for case_id in sorted(scored)
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,13 +53,20 @@ class Reference:
     set_aside: tuple[str, ...] = ()
 
 
-def read_reference(path: str | os.PathLike, *, convention: str = "ctspine") -> Reference:
+def read_reference(
+    path: str | os.PathLike,
+    *,
+    convention: str = "ctspine",
+    read: Callable[..., Volume] = read_volume,
+) -> Reference:
     """Read a ground-truth label map as RAS+ uint8 labels 0-25. Raises VolumeError for a bad
-    file or (VerSe) a label value that is neither 0-25 nor set aside."""
+    file or (VerSe) a label value that is neither 0-25 nor set aside. ``read(path, kind=...)``
+    reads a CTSpine1K-convention file (e.g. the volume cache's reader); VerSe files are always
+    decoded here, since their extra labels must be set aside first."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
     if convention != VERSE:
-        return Reference(read_volume(path, kind="label"))
+        return Reference(read(path, kind="label"))
     # As read_volume(kind="label"), with VerSe's extra labels set aside before validation.
     path = Path(path)
     data, affine, header = decode_nifti(read_bytes(path), path=path)

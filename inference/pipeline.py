@@ -77,18 +77,21 @@ def segment(
     reference_path: Path | None = None,
     progress: Callable[[float, str], None] = lambda fraction, stage: None,
     check_cancel: Callable[[], None] = lambda: None,
+    read: Callable[..., Volume] = read_volume,
 ) -> SegmentationOutcome:
     """Segment the CT at ``image_path`` into ``output_dir/prediction.nii.gz`` (written atomically).
 
     ``reference_path``: ground truth on the image grid; when given, the per-vertebra comparison
     is computed. ``progress(fraction, stage)`` is called as work advances; ``check_cancel()`` is
     called between steps and on every progress report of the network pass, and stops the work
-    by raising (e.g. :class:`Cancelled`).
+    by raising (e.g. :class:`Cancelled`). ``read(path, kind=...)`` reads the image and the
+    ground truth as :func:`ctspine.imaging.volume_io.read_volume` does (a worker passes the
+    volume cache's, so that the result page opens warm).
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
     progress(0.0, "reading image")
-    image = read_volume(image_path, kind="image")
+    image = read(image_path, kind="image")
     timings["read_s"] = time.perf_counter() - started
     check_cancel()
 
@@ -131,7 +134,7 @@ def segment(
     if reference_path is not None:
         progress(_WRITE_DONE, "comparing with ground truth")
         mark = time.perf_counter()
-        reference = read_volume(reference_path, kind="label")
+        reference = read(reference_path, kind="label")
         check_same_grid(
             image_shape=image.data.shape,
             image_affine=image.affine,

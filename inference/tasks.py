@@ -35,6 +35,7 @@ from inference.jobs import JobInputError
 from inference.model_settings import configured_model, model_error_message
 from inference.models import SegmentationJob
 from inference.nnunet.config import ModelConfigError
+from viewer.tiles.volumes import volume_cache
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ def _run(job: SegmentationJob, monitor: JobMonitor) -> pipeline.SegmentationOutc
         output_dir=jobs.results_dir(job),
         progress=monitor.report,
         check_cancel=monitor.check,
+        # Through the viewer's cache: the result page then opens without decoding the files.
+        read=volume_cache().read_volume,
     )
 
 

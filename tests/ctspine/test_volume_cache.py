@@ -431,3 +431,29 @@ def test_a_deleted_cache_folder_is_made_again_on_demand(tmp_path, write_behind):
     cache.wait()
     assert np.array_equal(volume.read(), flipped)
     assert [entry.key for entry in cache.entries()] == [volume.key]
+
+
+@pytest.mark.parametrize("axcodes", ["RAS", "LPS", "SAR"])
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_read_volume_through_the_cache_equals_read_volume(tmp_path, axcodes, write_behind):
+    """What the segmentation pipeline and the evaluation read: the same Volume as from the file
+    (data, geometry, the file's orientation and stored shape), first from the freshly decoded
+    copy and then from the store."""
+    data, affine = phantom_ras()
+    files = {
+        "image": write_nifti(tmp_path / "image.nii.gz", *reorient(data, affine, axcodes)),
+        "label": write_nifti(tmp_path / "label.nii", *reorient(phantom_labels(), affine, axcodes)),
+    }
+    cache = VolumeCache(tmp_path / "cache", max_bytes=1 << 30, write_behind=write_behind)
+    for kind, path in files.items():
+        expected = read_volume(path, kind=kind)
+        first = cache.read_volume(path, kind=kind)
+        cache.wait()
+        reopened = VolumeCache(tmp_path / "cache", max_bytes=1 << 30).read_volume(path, kind=kind)
+        for volume in (first, reopened):
+            assert np.array_equal(volume.data, expected.data)
+            assert volume.data.dtype == expected.data.dtype
+            assert np.allclose(volume.affine, expected.affine)
+            assert volume.spacing == pytest.approx(expected.spacing)
+            assert volume.original_axcodes == expected.original_axcodes == axcodes
+            assert volume.original_shape == expected.original_shape

@@ -11,9 +11,11 @@ from statistics import fmean
 import pytest
 from django.core.management import CommandError, call_command
 
+from ctspine.volume_cache import SourceIdentity
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
 from evaluation.table2 import MEAN_OF_CASES, MEAN_OF_SPINE, MEAN_OF_VERTEBRAE
 from tests.evaluation.conftest import EVALUATED, SCORED, SHIFT_SLICES, run_evaluate
+from viewer.tiles.volumes import volume_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -183,8 +185,13 @@ def test_writes_csv_and_json_beside_the_printout(evaluated_run):
     assert {label["dice"] for label in missing["labels"]} == {0.0}
 
 
-def test_parallel_workers_give_the_same_rows(ingested_phantom, prediction_folder, tmp_path):
+def test_parallel_workers_give_the_same_rows(
+    ingested_phantom, prediction_folder, tmp_path, settings
+):
+    settings.CTSPINE_CACHE_DIR = tmp_path / "cache-1"
     one = run_evaluate(prediction_folder.path, tmp_path / "1", "--verbosity", "0").run
+    assert references_cached(one)
+    settings.CTSPINE_CACHE_DIR = tmp_path / "cache-2"
     two = run_evaluate(
         prediction_folder.path,
         tmp_path / "2",
@@ -201,6 +208,15 @@ def test_parallel_workers_give_the_same_rows(ingested_phantom, prediction_folder
     assert list(public.filter(run=two).values_list(*fields)) == list(
         public.filter(run=one).values_list(*fields)
     )
+    assert references_cached(two)  # by the pool's processes
+
+
+def references_cached(run: EvaluationRun) -> bool:
+    """Whether the run read its ground truth through the configured volume cache (so that the
+    evaluated split is warm in the viewer afterwards)."""
+    cached = {entry.key for entry in volume_cache().entries() if entry.last_used is not None}
+    references = CaseResult.objects.filter(run=run).values_list("reference_path", flat=True)
+    return bool(references) and {SourceIdentity.of(p).key("label") for p in references} <= cached
 
 
 def test_a_bad_folder_is_a_clear_error(ingested_phantom, tmp_path):

@@ -16,12 +16,14 @@ from django_tasks_db.models import DBTaskResult
 from django_tasks_rq import Job as RQJob
 from rq import SimpleWorker
 
+from ctspine.volume_cache import SourceIdentity
 from inference import jobs
 from inference.models import SegmentationJob
 from inference.nnunet.config import PredictorConfig
 from inference.predictor import VertebraPredictor
 from tests.conftest import service_listening
 from tests.inference.conftest import FOREIGN_LABEL_MAP, run_db_worker
+from viewer.tiles.volumes import volume_cache
 
 REDIS = ("127.0.0.1", 6379)
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"  # a database of its own, emptied by the test
@@ -69,6 +71,13 @@ def test_nifti_upload_end_to_end_through_the_database_queue(api, alice, model, p
 
     run_db_worker()
 
+    # The worker read the upload through the viewer's cache: the result page opens warm.
+    files = jobs.job_files(job)
+    cache = volume_cache()
+    cache.wait()
+    cached = {entry.key for entry in cache.entries() if entry.last_used is not None}
+    assert SourceIdentity.of(files.image).key("image") in cached
+    assert SourceIdentity.of(files.reference).key("label") in cached
     body = check_result_is_shown(api, alice, job_id)
     assert DBTaskResult.objects.get(id=job.task_id).status == "SUCCESSFUL"
     assert body["model"]["dataset_name"] == "Dataset999_Tiny" and body["model"]["mode"] == "fast"

@@ -10,24 +10,31 @@ from pathlib import Path
 
 from django.conf import settings
 
-from ctspine.volume_cache import VolumeCache
+from ctspine.volume_cache import CacheLocation, VolumeCache
 
 _lock = threading.Lock()
-_caches: dict[tuple[str, int], VolumeCache] = {}
+_caches: dict[CacheLocation, VolumeCache] = {}
+
+
+def cache_location() -> CacheLocation:
+    """The configured cache folder and budget (CTSPINE_CACHE_DIR, CTSPINE_CACHE_MAX_GB)."""
+    return CacheLocation(
+        str(settings.CTSPINE_CACHE_DIR), int(settings.CTSPINE_CACHE_MAX_GB * 1024**3)
+    )
 
 
 def volume_cache() -> VolumeCache:
     """One VolumeCache per process (it keeps stores open and recently decoded slabs in memory,
     which is what makes neighbouring tiles cheap)."""
-    key = (str(settings.CTSPINE_CACHE_DIR), int(settings.CTSPINE_CACHE_MAX_GB * 1024**3))
+    key = cache_location()
     with _lock:
         cache = _caches.get(key)
         if cache is None:
             # verify_checksum: each entry's CRC-32 is checked once per process when it is opened
             # (not per tile), so a store changed in place is re-converted, never served.
             cache = _caches[key] = VolumeCache(
-                key[0],
-                key[1],
+                key.root,
+                key.max_bytes,
                 slab_cache_bytes=settings.CTSPINE_SLAB_CACHE_MB << 20,
                 verify_checksum=True,
             )
