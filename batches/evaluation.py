@@ -33,10 +33,18 @@ def link_predictions(batch: Batch) -> Path:
 
 def evaluate_batch(batch: Batch) -> EvaluationRun:
     """Table 2 over the batch's predictions, for exactly its cases: a case whose job failed or
-    was cancelled counts as a case without prediction."""
+    was cancelled counts as a case without prediction. Writes the batch's evaluation heartbeat
+    as each case is scored."""
+
+    def beating(results, total):
+        for result in results:
+            Batch.objects.beat_evaluation(batch.pk)
+            yield result
+
     return run_evaluation(
         link_predictions(batch),
         split=batch.split,
         name=batch.name,
         cases=list(batch.jobs().values_list("title", flat=True)),
+        progress=beating,
     )

@@ -6,13 +6,19 @@ their jobs' lives; a batch adds only its own state: running while any case is ac
 evaluating (one task computes Table 2 over the predictions), then done, or cancelled. Each change
 is a conditional update on the state it starts from, so however many workers finish cases at the
 same moment, exactly one of them closes the batch.
+
+The evaluation writes a heartbeat (``evaluation_beat_at``) as it goes; an evaluation whose worker
+died (no heartbeat for the jobs' stale limit) is handed to another worker once, then the batch
+fails with the reason, as a job's would.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -49,6 +55,53 @@ class BatchQuerySet(models.QuerySet):
         if base.update(status=Batch.Status.EVALUATING, cases_ended_at=now):
             return Batch.Status.EVALUATING
         return None
+
+    def start_evaluation(self, batch_id: int, *, stale_after_s: float) -> bool:
+        """Claim the evaluation of an evaluating batch for the calling task: only when none is
+        alive (never started, or its heartbeat is older than ``stale_after_s``). A duplicate task
+        (one re-queued while the first still runs) gets False and stops."""
+        now = timezone.now()
+        alive = Q(evaluation_beat_at__gte=now - timedelta(seconds=stale_after_s))
+        return bool(
+            self.filter(pk=batch_id, status=Batch.Status.EVALUATING)
+            .exclude(alive)
+            .update(evaluation_beat_at=now, evaluation_attempts=F("evaluation_attempts") + 1)
+        )
+
+    def beat_evaluation(self, batch_id: int) -> None:
+        """The running evaluation of ``batch_id`` is alive."""
+        self.filter(pk=batch_id, status=Batch.Status.EVALUATING).update(
+            evaluation_beat_at=timezone.now()
+        )
+
+    def reap_stale_evaluations(
+        self, *, stale_after_s: float, requeue, max_attempts: int = 2
+    ) -> list[tuple[int, str]]:
+        """Evaluations whose worker died (started, no heartbeat for ``stale_after_s``): handed
+        to ``requeue(batch_id)`` while fewer than ``max_attempts`` have started, else the batch
+        fails. Returns (batch id, what happened) pairs; safe from any number of processes."""
+        cutoff = timezone.now() - timedelta(seconds=stale_after_s)
+        stale = self.filter(status=Batch.Status.EVALUATING, evaluation_beat_at__lt=cutoff)
+        changed = []
+        for batch_id, attempts in stale.values_list("pk", "evaluation_attempts"):
+            if attempts < max_attempts:
+                # Clearing the heartbeat lets the re-queued task claim it; the condition makes
+                # one process of many do it.
+                if stale.filter(pk=batch_id).update(evaluation_beat_at=None):
+                    requeue(batch_id)
+                    changed.append((batch_id, "evaluation re-queued"))
+            elif stale.filter(pk=batch_id).update(
+                status=Batch.Status.FAILED,
+                finished_at=timezone.now(),
+                error=(
+                    f"The worker evaluating this batch stopped {attempts} times (no heartbeat"
+                    f" for {stale_after_s:g} s). Its predictions are kept in"
+                    f" batches/{batch_id}/predictions/ under the media folder: evaluate them"
+                    " with manage.py evaluate."
+                ),
+            ):
+                changed.append((batch_id, str(Batch.Status.FAILED)))
+        return changed
 
     def record_evaluation(self, batch_id: int, run: EvaluationRun) -> bool:
         """evaluating -> done, linked to its evaluation run."""
@@ -95,6 +148,8 @@ class Batch(models.Model):
     )
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    evaluation_beat_at = models.DateTimeField(null=True, blank=True)  # the evaluation's heartbeat
+    evaluation_attempts = models.PositiveSmallIntegerField(default=0)  # evaluations started
     evaluation = models.OneToOneField(
         EvaluationRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="batch"
     )

@@ -21,7 +21,8 @@ from django_tasks.signals import task_finished
 from batches import evaluation
 from batches.models import Batch
 from evaluation.evaluate import EvaluationError
-from inference.tasks import segment_job
+from inference.jobs import stale_after_s
+from inference.tasks import dead_jobs_reaped, segment_job
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ logger = logging.getLogger(__name__)
 @task()
 def evaluate_batch(batch_id: int) -> str:
     """Table 2 over a closed batch's predictions; links the run and the batch both ways."""
-    batch = Batch.objects.filter(pk=batch_id, status=Batch.Status.EVALUATING).first()
-    if batch is None:
-        return "skipped: the batch is not waiting for its evaluation"
+    if not Batch.objects.start_evaluation(batch_id, stale_after_s=stale_after_s()):
+        return "skipped: the batch is not waiting for an evaluation (done, or being evaluated)"
+    batch = Batch.objects.get(pk=batch_id)
     try:
         run = evaluation.evaluate_batch(batch)
     except EvaluationError as exc:
@@ -73,6 +74,18 @@ def close_finished_batches() -> list[tuple[int, str]]:
             logger.info("batch %s: all cases ended -> %s", batch_id, status)
             closed.append((batch_id, str(status)))
     return closed
+
+
+@receiver(dead_jobs_reaped)
+def reap_dead_evaluations(sender, **kwargs) -> list[tuple[int, str]]:
+    """Wherever dead jobs are reaped (workers, ``reap_jobs``, ``segment_split --wait``), also
+    re-queue once, or fail, the batch evaluations whose worker died."""
+    changed = Batch.objects.reap_stale_evaluations(
+        stale_after_s=stale_after_s(), requeue=enqueue_evaluation
+    )
+    for batch_id, what in changed:
+        logger.warning("batch %s: its evaluation's worker died -> %s", batch_id, what)
+    return changed
 
 
 @receiver(task_finished)

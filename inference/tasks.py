@@ -24,6 +24,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
+from django.dispatch import Signal
 from django.utils import timezone
 from django_tasks import TaskContext, task
 from django_tasks.base import TaskResultStatus
@@ -97,6 +98,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+#: Sent after :func:`reap_dead_jobs`, so that other apps reap their own dead work at the same
+#: moments (the batches app: evaluations whose worker died).
+dead_jobs_reaped = Signal()
+
+
 def reap_dead_jobs() -> list[tuple[int, str]]:
     """Re-queue once, then fail, running jobs whose worker stopped sending heartbeats for
     ``CTSPINE_JOB_STALE_AFTER_S``, and fail the database backend's task rows they leave running;
@@ -105,6 +111,7 @@ def reap_dead_jobs() -> list[tuple[int, str]]:
         stale_after_s=jobs.stale_after_s(), requeue=enqueue
     )
     fail_orphaned_task_rows(stale_after_s=jobs.stale_after_s())
+    dead_jobs_reaped.send(sender=reap_dead_jobs)
     return changed
 
 

@@ -5,19 +5,23 @@ when the last case ends (linked both ways), cancel, staff-only pages and the com
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import nibabel as nib
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from batches import services
+from batches import tasks as batch_tasks
 from batches.models import Batch
 from batches.services import BatchError
 from evaluation.case_metrics import MISSING, OK
 from inference import jobs
 from inference.models import SegmentationJob
+from inference.tasks import reap_dead_jobs
 from tests.inference.conftest import run_db_worker
 from viewer.models import Case
 
@@ -211,3 +215,61 @@ def test_the_command_refuses_what_it_cannot_run(batch_settings, staff):
     with pytest.raises(CommandError, match="CTSPINE_NNUNET_MODEL_DIR"):
         call_command("segment_split", "--split", "all", "--user", "sam")
     assert not Batch.objects.exists()
+
+
+# --- an evaluation whose worker died --------------------------------------------------------------
+
+
+def dead_evaluation(batch: Batch, *, attempts: int) -> None:
+    """What a worker killed mid-evaluation leaves: the batch evaluating, a heartbeat long past,
+    and no evaluation task left in the queue."""
+    Batch.objects.filter(pk=batch.pk).update(
+        status=Batch.Status.EVALUATING,
+        evaluation_beat_at=timezone.now() - timedelta(hours=1),
+        evaluation_attempts=attempts,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_evaluation_whose_worker_died_is_requeued_once_then_fails(
+    batch_settings, staff, monkeypatch
+):
+    batch = services.create_batch(user=staff, split="all", filters={"anomaly": ["lumbarization"]})
+    with monkeypatch.context() as patch:
+        patch.setattr(batch_tasks, "enqueue_evaluation", lambda batch_id: None)
+        run_db_worker()  # the cases only
+    dead_evaluation(batch, attempts=1)
+
+    reap_dead_jobs()  # as workers, reap_jobs and segment_split --wait do
+
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.EVALUATING and batch.evaluation_beat_at is None
+    queued = DBTaskResult.objects.filter(
+        task_path=batch_tasks.evaluate_batch.module_path, status="READY"
+    )
+    assert queued.count() == 1
+    run_db_worker()
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.DONE and batch.evaluation_attempts == 2
+    assert batch.evaluation.cases_evaluated == batch.jobs().count() > 0
+
+    # A second death: the batch fails with the reason, and nothing more is queued.
+    other = services.create_batch(user=staff, split="test_private")
+    dead_evaluation(other, attempts=2)
+    reap_dead_jobs()
+    other.refresh_from_db()
+    assert other.status == Batch.Status.FAILED and other.finished_at is not None
+    assert "stopped 2 times" in other.error and "manage.py evaluate" in other.error
+    assert queued.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_duplicate_evaluation_task_leaves_a_live_one_alone(batch_settings, staff):
+    batch = services.create_batch(user=staff, split="test_private")
+    Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.EVALUATING)
+    assert Batch.objects.start_evaluation(batch.pk, stale_after_s=60)  # the first task
+    assert batch_tasks.evaluate_batch.call(batch.pk).startswith("skipped")
+    reap_dead_jobs()
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.EVALUATING and batch.evaluation_attempts == 1
+    assert batch.evaluation_beat_at is not None  # alive: not reaped
