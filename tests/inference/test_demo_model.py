@@ -9,12 +9,14 @@ anatomy stored with its axes permuted and flipped must give the same per-vertebr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from django.core.management import CommandError, call_command
 
 from ctspine.phantom.anatomy import make_phantom
@@ -141,3 +143,46 @@ def test_train_demo_model_writes_a_folder_the_predictor_accepts(tmp_path):
 def test_train_demo_model_refuses_a_bad_time_budget(tmp_path, minutes):
     with pytest.raises(CommandError, match="--minutes must be positive"):
         call_command("train_demo_model", str(tmp_path), "--minutes", minutes)
+
+
+@pytest.mark.slow
+def test_fine_tuning_writes_a_folder_from_a_model_folder(tmp_path):
+    call_command(
+        "train_demo_model",
+        str(tmp_path / "tuned"),
+        "--init",
+        str(demo_model.MODEL_DIR),
+        "--steps",
+        "2",
+        "--cases",
+        "12",
+        "--held-out",
+        "1",
+    )
+    folder = tmp_path / "tuned" / demo_model.DATASET_NAME / demo_model.MODEL_DIR.name
+    plans = [json.loads((f / "plans.json").read_text()) for f in (folder, demo_model.MODEL_DIR)]
+    assert plans[0] == plans[1]
+    log = (folder / "fine_tuning_log.txt").read_text()
+    assert "fine-tuned 2 steps" in log and "held-out phantom cases" in log
+    tuned = torch.load(folder / "fold_all" / "checkpoint_final.pth", weights_only=True)
+    given = torch.load(
+        demo_model.MODEL_DIR / "fold_all" / "checkpoint_final.pth", weights_only=True
+    )
+    changed = {
+        key
+        for key, value in tuned["network_weights"].items()
+        if not torch.equal(value, given["network_weights"][key])
+    }
+    assert changed and not any("encoder." in key for key in changed)  # the decoder only
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--init", "nowhere", "--steps", "5"], "is not a model folder"),
+        (["--init", str(demo_model.MODEL_DIR), "--steps", "0"], "--steps must be at least 1"),
+    ],
+)
+def test_fine_tuning_refuses_bad_arguments(tmp_path, arguments, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("train_demo_model", str(tmp_path), *arguments)
