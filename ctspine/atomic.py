@@ -1,8 +1,9 @@
 """Atomic file writes and per-key ``flock`` locks, for every writer in the project.
 
-Atomic means: write a temporary file with a unique name in the same directory, fsync it, then
-``os.replace`` it over the target, so readers see the old file or the new one, never a
-half-written one, and two writers never share a temporary file.
+Atomic means: write a temporary file with a unique name in the same directory, fsync it (unless
+the caller checks its files otherwise, see ``durable``), then ``os.replace`` it over the target, so
+readers see the old file or the new one, never a half-written one, and two writers never share a
+temporary file.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def atomic_write(path: Path, content: bytes | Callable[[BinaryIO], object]) -> Path:
+def atomic_write(
+    path: Path, content: bytes | Callable[[BinaryIO], object], *, durable: bool = True
+) -> Path:
     """Replace ``path`` with ``content`` atomically; returns ``path``.
+
+    ``durable`` fsyncs the content before the rename, so that after a power loss ``path`` holds the
+    old or the new content. Without it a crash can leave the new name with missing or stale bytes:
+    only for files whose readers detect that (the volume cache checks each store's size and CRC-32
+    when it opens it, and converts it again).
 
     ``content`` is the bytes to write, or a callable that writes them into the binary file it is
     given (opened ``w+b``, so it may also seek, read back or memory-map it). Whatever the callable
@@ -38,7 +46,8 @@ def atomic_write(path: Path, content: bytes | Callable[[BinaryIO], object]) -> P
             else:
                 handle.write(content)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -20,10 +20,12 @@ Layout (one directory per source file and kind, ``<root>/volumes/<key>/``):
 
 The key hashes the source's absolute path, size and mtime_ns (and the kind), so a changed file is
 converted again and the stale entry of the same path is removed. Conversions are atomic (temporary
-file, fsync, ``os.replace``) and serialised per volume across processes and threads by
-``fcntl.flock`` on ``<root>/locks/<key>.lock``: a second process waits and then reuses the result.
-A store whose size, header, shape or dtype disagrees with its sidecar (with ``verify_checksum``,
-also its CRC-32) is reported in the log and converted again on open.
+file, ``os.replace``) and serialised per volume across processes and threads by ``fcntl.flock`` on
+``<root>/locks/<key>.lock``: a second process waits and then reuses the result. A store whose size,
+header, shape, dtype or CRC-32 disagrees with its sidecar is reported in the log and converted
+again when a process opens it. Because every open checks the CRC-32 (``verify_checksum``, on by
+default), conversions skip fsync: a crash that loses a store's bytes leaves an entry that fails
+the check and is rebuilt, and the cache never pays the disk flush on the way to a first tile.
 
 With ``write_behind`` (default) the first :meth:`VolumeCache.get` returns the freshly decoded
 in-memory volume at once and writes the store in a background thread (still atomic, lock held
@@ -186,9 +188,10 @@ class VolumeCache:
     One instance per process is meant to be shared (thread-safe); it keeps up to ``max_open``
     stores open and up to ``slab_cache_bytes`` of decoded slabs in memory (recently read tiles'
     neighbourhoods). ``touch_interval_s`` limits how often a use updates the sidecar's mtime (the
-    LRU clock). ``verify_checksum`` re-reads the whole store file to check its CRC-32 when it is
-    opened (the default checks size, header, shape and dtype only). ``layout`` is how new stores
-    are chunked and compressed.
+    LRU clock). ``verify_checksum`` (default) re-reads the whole store file to check its CRC-32
+    when it opens an entry it did not just write (without it only size, header, shape and
+    dtype are checked, and stores are not fsynced: turn it off only where a damaged entry would be
+    noticed otherwise). ``layout`` is how new stores are chunked and compressed.
     """
 
     def __init__(
@@ -198,7 +201,7 @@ class VolumeCache:
         *,
         max_open: int = 16,
         write_behind: bool = True,
-        verify_checksum: bool = False,
+        verify_checksum: bool = True,
         touch_interval_s: float = 30.0,
         slab_cache_bytes: int = 256 << 20,
         layout: StoreLayout = DEFAULT_LAYOUT,
@@ -409,12 +412,16 @@ class VolumeCache:
             return None
         return meta if isinstance(meta, dict) and meta.get("format") == FORMAT_VERSION else None
 
-    def _open_entry(self, key: str, *, source: SourceIdentity, kind: str) -> CachedVolume | None:
-        """Open an existing, intact entry's store; None if absent or damaged (then rebuilt)."""
+    def _open_entry(
+        self, key: str, *, source: SourceIdentity, kind: str, verify: bool | None = None
+    ) -> CachedVolume | None:
+        """Open an existing, intact entry's store; None if absent or damaged (then rebuilt).
+        ``verify`` (default: ``verify_checksum``) checks the store's CRC-32."""
         directory = self._entry_dir(key)
         meta = self._read_meta(directory)
         if meta is None:
             return None
+        check = self.verify_checksum if verify is None else verify
         try:
             if meta["source"] != source.__dict__ or meta["kind"] != kind:
                 raise ValueError("sidecar describes another source")
@@ -423,7 +430,7 @@ class VolumeCache:
                 shape=tuple(meta["shape_ras"]),
                 dtype=meta["dtype"],
                 size=meta["data_bytes"],
-                crc32=meta["crc32"] if self.verify_checksum else None,
+                crc32=meta["crc32"] if check else None,
                 slabs=self.slabs,
             )
         except (StoreError, ValueError, KeyError, TypeError) as exc:
@@ -578,7 +585,9 @@ class VolumeCache:
         directory = volume.directory
         data_path = directory / DATA_FILE
         try:
-            value = write_store(data_path, volume.data.T, layout=self.layout)  # RAS -> (k, j, i)
+            value = write_store(  # RAS -> (k, j, i)
+                data_path, volume.data.T, layout=self.layout, durable=not self.verify_checksum
+            )
             meta = {
                 "format": FORMAT_VERSION,
                 "kind": volume.kind,
@@ -601,9 +610,17 @@ class VolumeCache:
                 "crc32": value,
                 "created_unix": time.time(),
             }
-            atomic_write(directory / META_FILE, json.dumps(meta, indent=1).encode())
-            fsync_dir(directory)
-            persisted = self._open_entry(volume.key, source=volume.source, kind=volume.kind)
+            atomic_write(
+                directory / META_FILE,
+                json.dumps(meta, indent=1).encode(),
+                durable=not self.verify_checksum,
+            )
+            if not self.verify_checksum:
+                fsync_dir(directory)
+            # The CRC-32 was just taken from the bytes written: no need to read them back.
+            persisted = self._open_entry(
+                volume.key, source=volume.source, kind=volume.kind, verify=False
+            )
             if persisted is None:
                 raise StoreError(f"cache entry {directory} unreadable right after writing")
         except BaseException:

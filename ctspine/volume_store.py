@@ -11,7 +11,8 @@ decoded once and kept in a small per-process :class:`DecodedSlabs` cache bounded
 the following planes of that slab decode nothing again; scattered reads (many clients, random
 slices) never pay for whole slabs.
 
-Files are written atomically (temporary file, fsync, ``os.replace``). :func:`open_store` checks
+Files are written atomically (temporary file, ``os.replace``; fsync unless the caller checks the
+CRC-32 on every open, as the volume cache does). :func:`open_store` checks
 what it can before anything is read (size, header, shape, dtype; optionally the CRC-32 of the whole
 file) and raises :class:`StoreError` with the file and the reason; a block found damaged when read
 raises it too.
@@ -77,13 +78,19 @@ DEFAULT_LAYOUT = StoreLayout()
 
 
 def write_store(
-    path: str | os.PathLike, storage: np.ndarray, *, layout: StoreLayout = DEFAULT_LAYOUT
+    path: str | os.PathLike,
+    storage: np.ndarray,
+    *,
+    layout: StoreLayout = DEFAULT_LAYOUT,
+    durable: bool = True,
 ) -> int:
     """Write ``storage`` (a (k, j, i) array, any memory order) to ``path`` atomically; returns the
     file's CRC-32 (check it with :func:`open_store`'s ``crc32``).
 
     Compresses in memory and writes the frame in one go: quicker than letting blosc2 write the
-    file chunk by chunk, and the checksum comes from memory rather than a second read."""
+    file chunk by chunk, and the checksum comes from memory rather than a second read.
+    ``durable=False`` skips the fsyncs (see :func:`.atomic.atomic_write`): for callers that check
+    the CRC-32 whenever they open the file."""
     if storage.ndim != 3:
         raise ValueError(f"a store holds a 3D volume, not shape {storage.shape}")
     path = Path(path)
@@ -91,8 +98,9 @@ def write_store(
     frame = blosc2.asarray(
         np.ascontiguousarray(storage), chunks=chunks, blocks=blocks, cparams=layout.cparams()
     ).to_cframe()
-    atomic_write(path, frame)
-    fsync_dir(path.parent)
+    atomic_write(path, frame, durable=durable)
+    if durable:
+        fsync_dir(path.parent)
     return crc32(frame)
 
 

@@ -30,13 +30,10 @@ def volume_cache() -> VolumeCache:
     with _lock:
         cache = _caches.get(key)
         if cache is None:
-            # verify_checksum: each entry's CRC-32 is checked once per process when it is opened
-            # (not per tile), so a store changed in place is re-converted, never served.
+            # Each entry's CRC-32 is checked once per process when it is opened (not per tile),
+            # so a store changed in place is re-converted, never served.
             cache = _caches[key] = VolumeCache(
-                key.root,
-                key.max_bytes,
-                slab_cache_bytes=settings.CTSPINE_SLAB_CACHE_MB << 20,
-                verify_checksum=True,
+                key.root, key.max_bytes, slab_cache_bytes=settings.CTSPINE_SLAB_CACHE_MB << 20
             )
         return cache
 
