@@ -28,26 +28,42 @@ def atomic_write(
 ) -> Path:
     """Replace ``path`` with ``content`` atomically; returns ``path``.
 
-    ``durable`` fsyncs the content before the rename, so that after a power loss ``path`` holds the
-    old or the new content. Without it a crash can leave the new name with missing or stale bytes:
-    only for files whose readers detect that (the volume cache checks each store's size and CRC-32
-    when it opens it, and converts it again).
-
     ``content`` is the bytes to write, or a callable that writes them into the binary file it is
     given (opened ``w+b``, so it may also seek, read back or memory-map it). Whatever the callable
     raises aborts the write: the temporary file is removed and ``path`` is left as it was.
+    ``durable`` as in :func:`atomic_replace`.
     """
-    path = Path(path)
-    temp = temp_name(path)
-    try:
+
+    def write(temp: Path) -> None:
         with open(temp, "w+b") as handle:
             if callable(content):
                 content(handle)
             else:
                 handle.write(content)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
+
+    return atomic_replace(path, write, durable=durable)
+
+
+def atomic_replace(path: Path, write: Callable[[Path], object], *, durable: bool = True) -> Path:
+    """Replace ``path`` atomically with the file that ``write`` creates at the temporary path it
+    is given (for libraries that write files by name); returns ``path``. Whatever ``write``
+    raises aborts the replacement: the temporary file is removed and ``path`` is left as it was.
+
+    ``durable`` fsyncs the new file before the rename, so that after a power loss ``path`` holds
+    the old or the new content. Without it a crash can leave the new name with missing or stale
+    bytes: only for files whose readers detect that (the volume cache checks each store's size and
+    CRC-32 when it opens it, and converts it again).
+    """
+    path = Path(path)
+    temp = temp_name(path)
+    try:
+        write(temp)
+        if durable:
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import blosc2
 import numpy as np
 
-from ctspine.atomic import atomic_write, fsync_dir
+from ctspine.atomic import atomic_replace, fsync_dir
 from ctspine.imaging import display
 from ctspine.imaging.volume_io import VolumeError
 
@@ -87,21 +87,37 @@ def write_store(
     """Write ``storage`` (a (k, j, i) array, any memory order) to ``path`` atomically; returns the
     file's CRC-32 (check it with :func:`open_store`'s ``crc32``).
 
-    Compresses in memory and writes the frame in one go: quicker than letting blosc2 write the
-    file chunk by chunk, and the checksum comes from memory rather than a second read.
-    ``durable=False`` skips the fsyncs (see :func:`.atomic.atomic_write`): for callers that check
-    the CRC-32 whenever they open the file."""
+    blosc2 writes the file itself, one row of chunks along k at a time (quicker than building the
+    frame in memory and writing it: docs/performance.md), so a non-contiguous view is copied one
+    row at a time, never whole. ``durable=False`` skips the fsyncs (see
+    :func:`.atomic.atomic_replace`): for callers that check the CRC-32 whenever they open the
+    file."""
     if storage.ndim != 3:
         raise ValueError(f"a store holds a 3D volume, not shape {storage.shape}")
     path = Path(path)
     chunks, blocks = layout.fitted(storage.shape)
-    frame = blosc2.asarray(
-        np.ascontiguousarray(storage), chunks=chunks, blocks=blocks, cparams=layout.cparams()
-    ).to_cframe()
-    atomic_write(path, frame, durable=durable)
+    checksum = 0
+
+    def write(temp: Path) -> None:
+        nonlocal checksum
+        array = blosc2.empty(
+            storage.shape,
+            dtype=storage.dtype,
+            chunks=chunks,
+            blocks=blocks,
+            cparams=layout.cparams(),
+            urlpath=str(temp),
+            contiguous=True,
+        )
+        for start in range(0, storage.shape[0], chunks[0]):
+            array[start : start + chunks[0]] = storage[start : start + chunks[0]]
+        del array  # closes the file
+        checksum = file_crc32(temp)
+
+    atomic_replace(path, write, durable=durable)
     if durable:
         fsync_dir(path.parent)
-    return crc32(frame)
+    return checksum
 
 
 def file_crc32(path: str | os.PathLike) -> int:
