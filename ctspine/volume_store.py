@@ -5,11 +5,13 @@ transposed, exactly how NIfTI stores a RAS volume, so a RAS file is written with
 Chunks and blocks are cubes-ish in voxel space, so a plane of any orientation decodes only the
 blocks it crosses: there is no second copy for sagittal tiles.
 
-A plane is read straight from the blocks it crosses. When the plane next to one read recently is
-asked for (someone steps through neighbouring slices), the whole block-aligned slab around it is
-decoded once and kept in a small per-process :class:`DecodedSlabs` cache bounded in bytes, and
-the following planes of that slab decode nothing again; scattered reads (many clients, random
-slices) never pay for whole slabs.
+A plane is read straight from the blocks it crosses. When the two planes before it in one
+direction were read recently (someone steps through neighbouring slices), the whole block-aligned
+slab around it is decoded once and kept in a small per-process :class:`DecodedSlabs` cache bounded
+in bytes, and the following planes of that slab decode nothing again. Scattered reads (many
+clients, random slices) seldom pay for a whole slab: with one neighbour as the trigger and a
+long memory of recent planes, random tiles decoded slabs often enough to halve the throughput
+of 8 clients (docs/performance.md).
 
 Files are written atomically (temporary file, ``os.replace``; fsync unless the caller checks the
 CRC-32 on every open, as the volume cache does). :func:`open_store` checks
@@ -259,18 +261,24 @@ class StoredVolume:
         slab = None
         if self._slabs is not None:
             slab = self._slabs.get(key)
-            stepping = any(self._slabs.recalls((self._token, axis, index + d)) for d in (-1, 1))
+            stepping = any(
+                self._slabs.recalls((self._token, axis, index + d))
+                and self._slabs.recalls((self._token, axis, index + 2 * d))
+                for d in (-1, 1)
+            )
             self._slabs.remember((self._token, axis, index))
             if slab is None and stepping:
                 stop = min(start + extent, self._array.shape[axis])
-                slab = self._decode(_along(axis, slice(start, stop)))
+                decoded = self._decode(_along(axis, slice(start, stop)))
+                # Kept with the sliced axis first, so that each plane of the slab is contiguous.
+                slab = np.ascontiguousarray(np.moveaxis(decoded, axis, 0))
                 slab.flags.writeable = False
                 self._slabs.put(key, slab)
         if slab is None:
             section = self._decode(_along(axis, index))
             section.flags.writeable = False
         else:
-            section = slab[_along(axis, index - start)]
+            section = slab[index - start]
         # A storage-order (k, j, i) section lists the remaining RAS axes in reverse order, so
         # display.to_display (``s[::-1, ::-1].T`` of the RAS section) is ``[::-1, ::-1]`` of it.
         return section[::-1, ::-1]
@@ -286,7 +294,7 @@ class DecodedSlabs:
     array larger than the bound is not kept. It also remembers the last ``recent`` keys passed to
     :meth:`remember` (which planes were read)."""
 
-    def __init__(self, max_bytes: int, *, recent: int = 1024) -> None:
+    def __init__(self, max_bytes: int, *, recent: int = 64) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
         self.max_bytes = int(max_bytes)
