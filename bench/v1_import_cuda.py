@@ -2,7 +2,7 @@
 
 Writes a small nnU-Net v1 model folder as v1 leaves one (plans.pkl, all/model_final_checkpoint.model
 and .model.pkl; tests/support/nnunet_v1_files.py, no nnU-Net v1 needed), imports it with
-``import_nnunet_v1``, and times ``VertebraPredictor.predict`` on one real CT (default
+``import_nnunet_v1``, and times ``VertebraPredictor.predict_result`` on one real CT (default
 ../shared/samples/ts_example_ct_3mm.nii.gz), after one warm-up each, calls interleaved:
 
 - v1 mode: the imported folder as is (v1's preprocessing order and probability averaging), --device;
