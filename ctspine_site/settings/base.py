@@ -31,7 +31,9 @@ ALLOWED_HOSTS = [h.strip() for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost").
 # --- CTSpine1K ---------------------------------------------------------------------------------
 CTSPINE_DATA_ROOT = Path(env("CTSPINE_DATA_ROOT", str(BASE_DIR / "demo-data"))).resolve()
 CTSPINE_CACHE_DIR = Path(env("CTSPINE_CACHE_DIR", str(BASE_DIR / "cache"))).resolve()
-CTSPINE_CACHE_MAX_GB = float(env("CTSPINE_CACHE_MAX_GB", "20"))
+# Holds the whole CTSpine1K download once converted (docs/performance.md), so every case can be
+# warm; disk is taken only as cases are opened or warm_cache runs.
+CTSPINE_CACHE_MAX_GB = float(env("CTSPINE_CACHE_MAX_GB", "120"))
 # Decoded slabs of recently read tiles kept in memory, per server process.
 CTSPINE_SLAB_CACHE_MB = int(env("CTSPINE_SLAB_CACHE_MB", "256"))
 CTSPINE_MEDIA_DIR = Path(env("CTSPINE_MEDIA_DIR", str(BASE_DIR / "media"))).resolve()
