@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from io import StringIO
 
 import nibabel as nib
 import numpy as np
@@ -201,6 +202,76 @@ def test_the_batch_page_shows_cases_workers_and_the_evaluation(batch_settings, s
     run_page = staff_client.get(f"/evaluations/{batch.evaluation.pk}/").content.decode()
     assert f'href="/batches/{batch.pk}/"' in run_page  # and back
     assert staff_client.get("/batches/").content.decode().count(f'href="/batches/{batch.pk}/"') == 1
+
+
+# --- segment_split --wait --------------------------------------------------------------------------
+
+
+def worker_between_polls(monkeypatch, work=run_db_worker) -> None:
+    """Run ``work`` (a db worker, in this process, until the queue is empty) at the start of each
+    round of ``segment_split --wait``: the command then follows a batch that workers move on,
+    deterministically (a worker thread on the shared in-memory SQLite would lock the tables)."""
+    reap = services.reap_dead_jobs
+
+    def round_of_polling():
+        work()
+        return reap()
+
+    monkeypatch.setattr(services, "reap_dead_jobs", round_of_polling)
+
+
+def segment_split_wait(*arguments: str) -> tuple[str, str, CommandError | None]:
+    """``segment_split --wait`` as user sam: its stdout, stderr and the error it exits with."""
+    out, err = StringIO(), StringIO()
+    command = ("segment_split", *arguments, "--user", "sam", "--wait", "--poll", "0")
+    try:
+        call_command(*command, stdout=out, stderr=err)
+    except CommandError as exc:
+        return out.getvalue(), err.getvalue(), exc
+    return out.getvalue(), err.getvalue(), None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_segment_split_wait_follows_the_batch_to_its_evaluation(batch_settings, staff, monkeypatch):
+    worker_between_polls(monkeypatch)
+    out, err, error = segment_split_wait("--split", "test_public", "--filter", "q=liver")
+    assert error is None, err
+    batch = Batch.objects.get()
+    run = batch.evaluation
+    assert batch.status == Batch.Status.DONE and run is not None
+    assert out.splitlines() == [
+        f"batch {batch.pk} 'test_public fast': 1 cases queued",
+        f"batch {batch.pk}: Done (1 succeeded)",
+        f"evaluation run {run.pk}: 1 of 1 cases evaluated; see /evaluations/{run.pk}/",
+    ]
+    assert "100%" in err and "1/1" in err and "0 failed, done" in err  # the progress bar
+
+
+@pytest.mark.django_db(transaction=True)
+def test_segment_split_wait_exits_non_zero_when_a_case_failed(batch_settings, staff, monkeypatch):
+    broken = TEST_PUBLIC[1]
+    Case.objects.filter(case_id=broken).update(image_path="data/colon/gone.nii.gz")
+    worker_between_polls(monkeypatch)
+    out, err, error = segment_split_wait("--split", "test_public", "--filter", "q=1.3.6.1")
+    batch = Batch.objects.get()
+    assert str(error) == f"batch {batch.pk} is done but 1 of 2 cases failed: {broken}"
+    job = batch.jobs().get(title=broken)
+    assert f"{broken}: failed {job.error}" in err.splitlines()  # the reason
+    assert f"batch {batch.pk}: Done (1 succeeded, 1 failed)" in out
+    assert (batch.evaluation.cases_evaluated, batch.evaluation.cases_missing) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_segment_split_wait_exits_non_zero_when_the_batch_is_cancelled(
+    batch_settings, staff, monkeypatch
+):
+    # Cancelled (e.g. on the batch page) before any worker took a case.
+    worker_between_polls(monkeypatch, lambda: services.cancel_batch(Batch.objects.get()))
+    out, err, error = segment_split_wait("--split", "test_public", "--filter", "q=1.3.6.1")
+    batch = Batch.objects.get()
+    assert str(error) == f"batch {batch.pk} ended cancelled"
+    assert out.splitlines()[-1] == f"batch {batch.pk}: Cancelled (2 cancelled)"
+    assert f"{TEST_PUBLIC[0]}: cancelled" in err.splitlines() and batch.evaluation is None
 
 
 @pytest.mark.django_db
