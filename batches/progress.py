@@ -1,6 +1,6 @@
-"""How far a batch has come, from its jobs' rows alone (pure: no Django): counts per state,
-cases per worker, throughput and an estimate of the time left. Times are datetimes (UTC) and
-seconds; throughput is in cases per minute."""
+"""How far a batch has come, from its jobs' rows alone (pure: no database, no request): counts
+per state, cases per worker, throughput and an estimate of the time left. Times are datetimes
+(UTC) and seconds; throughput is in cases per minute."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-ENDED = ("succeeded", "failed", "cancelled")
+from inference.models import SegmentationJob
+
+Status = SegmentationJob.Status
+ENDED = SegmentationJob.FINAL
+WORKED = (Status.SUCCEEDED, Status.FAILED)  # ended by a worker (a cancel may end a queued case)
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,7 @@ def batch_progress(rows: Iterable[CaseRow], *, now: datetime) -> BatchProgress:
     """
     rows = list(rows)
     counts = Counter(row.status for row in rows)
-    by_worker = Counter(
-        row.worker for row in rows if row.status in ("succeeded", "failed") and row.worker
-    )
+    by_worker = Counter(row.worker for row in rows if row.status in WORKED and row.worker)
     ended = sum(counts[status] for status in ENDED)
     remaining = len(rows) - ended
     starts = [row.started_at for row in rows if row.started_at is not None]
@@ -75,7 +77,7 @@ def batch_progress(rows: Iterable[CaseRow], *, now: datetime) -> BatchProgress:
             eta = remaining / rate * 60
     return BatchProgress(
         total=len(rows),
-        counts={status: counts[status] for status in ("queued", "running", *ENDED)},
+        counts={str(status): counts[status] for status in (Status.QUEUED, Status.RUNNING, *ENDED)},
         by_worker=dict(sorted(by_worker.items())),
         cases_per_minute=rate,
         eta_s=eta,
