@@ -35,6 +35,10 @@ class BatchProgress:
     eta_s: float | None = None  # time left at that rate, for the queued and running cases
 
     @property
+    def eta_text(self) -> str | None:
+        return None if self.eta_s is None else time_left_text(self.eta_s)
+
+    @property
     def ended(self) -> int:
         return sum(self.counts.get(status, 0) for status in ENDED)
 
@@ -50,7 +54,19 @@ class BatchProgress:
             "by_worker": self.by_worker,
             "cases_per_minute": self.cases_per_minute,
             "eta_s": self.eta_s,
+            "eta_text": self.eta_text,  # as the page shows it, so the page's script need not
         }
+
+
+def time_left_text(seconds: float) -> str:
+    """A time left as people read it: "less than a minute left", "about 17 min left", "about
+    2 h 05 min left" (to the nearest minute)."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "less than a minute left"
+    if minutes < 60:
+        return f"about {minutes} min left"
+    return f"about {minutes // 60} h {minutes % 60:02d} min left"
 
 
 def batch_progress(rows: Iterable[CaseRow], *, now: datetime) -> BatchProgress:

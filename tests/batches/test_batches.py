@@ -17,6 +17,7 @@ from django_tasks_db.models import DBTaskResult
 
 from batches import services
 from batches import tasks as batch_tasks
+from batches.forms import BatchForm
 from batches.models import Batch
 from batches.services import BatchError
 from evaluation.case_metrics import MISSING, OK
@@ -144,6 +145,51 @@ def test_filter_pairs_are_parsed_or_refused(pairs, message):
         "source": ["COLONOG", "MSD-T10"],
         "anomaly": ["any"],
     }
+
+
+def test_the_form_reads_one_filter_per_line_so_values_may_contain_spaces():
+    form = BatchForm(
+        {
+            "split": "all",
+            "mode": "fast",
+            "filters": "q=liver 110\n\nsource=COLONOG\r\nsource=MSD-T10 ",
+        }
+    )
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["filters"] == {"q": ["liver 110"], "source": ["COLONOG", "MSD-T10"]}
+    assert "one name=value per line" in form.fields["filters"].help_text
+    form = BatchForm({"split": "all", "mode": "fast", "filters": "anomaly=any\nliver"})
+    assert form.errors["filters"] == ["a filter is written name=value, not 'liver'"]
+
+
+@pytest.mark.django_db
+def test_a_filter_value_with_a_space_reaches_the_catalog(batch_settings, staff_client):
+    response = staff_client.post(
+        "/batches/new", {"split": "all", "mode": "fast", "filters": "q=liver 110"}
+    )
+    # The whole value is the case id searched for (none has a space), not a broken filter.
+    assert response.status_code == 400
+    assert "no downloaded case of all matches these filters" in response.content.decode()
+    assert not Batch.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_batch_page_shows_the_time_left_in_minutes(batch_settings, staff, staff_client):
+    batch = services.create_batch(user=staff, split="test_private")
+    first, *rest = batch.jobs()
+    now = timezone.now()
+    SegmentationJob.objects.filter(pk=first.pk).update(
+        status="succeeded",
+        worker="gpu-a:11",
+        started_at=now - timedelta(minutes=10),
+        finished_at=now - timedelta(minutes=5),
+    )
+    # One case in 10 minutes, five cases left: about 50 minutes.
+    page = staff_client.get(f"/batches/{batch.pk}/").content.decode()
+    assert "0.10 cases per minute · about 50 min left" in page
+    progress = json.loads(staff_client.get(f"/batches/{batch.pk}/progress").content)
+    assert progress["eta_s"] == pytest.approx(3000, abs=5)  # the JSON stays in seconds
+    assert progress["eta_text"] == "about 50 min left"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batches.progress import CaseRow, batch_progress
+from batches.progress import CaseRow, batch_progress, time_left_text
 from inference.models import SegmentationJob
 
 Status = SegmentationJob.Status
@@ -61,3 +61,21 @@ def test_no_rate_before_a_worker_has_ended_a_case():
     assert progress.counts["cancelled"] == progress.counts["running"] == 1
     assert progress.by_worker == {}
     assert progress.cases_per_minute is None and progress.eta_s is None
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "less than a minute left"),
+        (29, "less than a minute left"),
+        (31, "about 1 min left"),
+        (1000, "about 17 min left"),
+        (3569, "about 59 min left"),
+        (3600, "about 1 h 00 min left"),
+        (7500, "about 2 h 05 min left"),
+        (90_000, "about 25 h 00 min left"),
+    ],
+)
+def test_the_time_left_reads_in_minutes_and_hours(seconds, text):
+    assert time_left_text(seconds) == text
+    assert batch_progress([], now=T0).eta_text is None  # no estimate yet: nothing shown
