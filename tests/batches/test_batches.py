@@ -5,6 +5,7 @@ when the last case ends (linked both ways), cancel, staff-only pages and the com
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from io import StringIO
 
@@ -12,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -21,10 +23,13 @@ from batches.forms import BatchForm
 from batches.models import Batch
 from batches.services import BatchError
 from evaluation.case_metrics import MISSING, OK
+from evaluation.models import EvaluationRun
 from inference import jobs
+from inference import tasks as inference_tasks
 from inference.models import SegmentationJob
 from inference.tasks import reap_dead_jobs
 from tests.inference.conftest import run_db_worker
+from tests.inference.test_jobs import ProgressUntilStopped, retry_locked, wait_for
 from viewer.models import Case
 
 TEST_PUBLIC = [
@@ -206,6 +211,62 @@ def test_cancel_ends_queued_cases_and_the_batch_without_evaluation(
     assert set(batch.jobs().values_list("status", flat=True)) == {"cancelled"}
     with pytest.raises(BatchError, match="has already cancelled"):
         services.cancel_batch(batch)
+
+
+class HeldUntilReleased(ProgressUntilStopped):
+    """A model stand-in that holds its case (no progress, so no cancel is noticed) until
+    ``release`` is set, then reports progress until its job's cancel stops it."""
+
+    release = threading.Event()
+
+    def predict_result(self, **kwargs):
+        assert self.release.wait(30), "the test never released the case"
+        return super().predict_result(**kwargs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_running_cases_and_ends_the_batch_without_evaluation(
+    batch_settings, staff, monkeypatch
+):
+    monkeypatch.setattr(HeldUntilReleased, "release", threading.Event())
+    monkeypatch.setattr(inference_tasks, "load_predictor", lambda config: HeldUntilReleased())
+    batch = services.create_batch(user=staff, split="test_private")
+
+    def work():
+        try:
+            run_db_worker()
+        finally:
+            connection.close()  # the thread's own connection
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        wait_for(
+            lambda: batch.jobs().filter(stage="predicting").exists(),
+            what="a case of the batch to be predicting",
+        )
+        running = batch.jobs().get(status="running")
+        batch = retry_locked(lambda: services.cancel_batch(batch))
+        # The running case is asked to stop; the batch waits for it, the queued ones end now.
+        assert batch.status == Batch.Status.RUNNING and batch.cancel_requested
+        running.refresh_from_db()
+        assert running.status == "running" and running.cancel_requested
+        assert set(batch.jobs().exclude(pk=running.pk).values_list("status", flat=True)) == {
+            "cancelled"
+        }
+    finally:
+        HeldUntilReleased.release.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    batch.refresh_from_db()
+    # The worker stopped the case at its next check and, that task ended, closed the batch.
+    assert batch.status == Batch.Status.CANCELLED and batch.finished_at is not None
+    assert batch.evaluation is None and not EvaluationRun.objects.exists()
+    running.refresh_from_db()
+    assert running.status == "cancelled" and not jobs.results_dir(running).exists()
+    assert set(batch.jobs().values_list("status", flat=True)) == {"cancelled"}
+    evaluations = DBTaskResult.objects.filter(task_path=batch_tasks.evaluate_batch.module_path)
+    assert not evaluations.exists()
 
 
 @pytest.mark.django_db(transaction=True)
