@@ -69,3 +69,15 @@ def test_a_process_killed_with_sigkill_leaves_no_folder_in_the_temporary_directo
     root = killed_worker_root(system_tmp, temporary_root(given))
     assert root.parent == given and root.name.startswith("ctspine-test-")
     assert list(system_tmp.iterdir()) == []
+
+
+def test_the_nnunet_v1_test_files_remove_their_path_folder():
+    script = "from tests.support.nnunet_v1_files import V1_PATHS; print(V1_PATHS)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ctspine_site.settings.test"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert folder.name.startswith("nnunet_v1_paths_")
+    assert not folder.exists()
