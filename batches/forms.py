@@ -20,7 +20,8 @@ class BatchForm(forms.Form):
     filters = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "anomaly=lumbarization"}),
-        help_text="Optional catalog filters, one name=value a line (as on the browse page): "
+        help_text="Optional catalog filters, one name=value per line (a value may contain"
+        " spaces; repeat a name on another line for several values), as on the browse page: "
         + ", ".join(sorted(FILTERS))
         + ".",
     )
@@ -31,7 +32,9 @@ class BatchForm(forms.Form):
         self.fields["mode"].initial = settings.CTSPINE_NNUNET_MODE
 
     def clean_filters(self) -> dict[str, list[str]]:
+        # One filter per line, not per word: a value (e.g. q=...) may contain spaces.
+        lines = [line for line in self.cleaned_data["filters"].splitlines() if line.strip()]
         try:
-            return parse_filters(self.cleaned_data["filters"].split())
+            return parse_filters(lines)
         except BatchError as exc:
             raise forms.ValidationError(exc.message) from exc

@@ -1,6 +1,6 @@
-"""How far a batch has come, from its jobs' rows alone (pure: no Django): counts per state,
-cases per worker, throughput and an estimate of the time left. Times are datetimes (UTC) and
-seconds; throughput is in cases per minute."""
+"""How far a batch has come, from its jobs' rows alone (pure: no database, no request): counts
+per state, cases per worker, throughput and an estimate of the time left. Times are datetimes
+(UTC) and seconds; throughput is in cases per minute."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-ENDED = ("succeeded", "failed", "cancelled")
+from inference.models import SegmentationJob
+
+Status = SegmentationJob.Status
+ENDED = SegmentationJob.FINAL
+WORKED = (Status.SUCCEEDED, Status.FAILED)  # ended by a worker (a cancel may end a queued case)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,10 @@ class BatchProgress:
     eta_s: float | None = None  # time left at that rate, for the queued and running cases
 
     @property
+    def eta_text(self) -> str | None:
+        return None if self.eta_s is None else time_left_text(self.eta_s)
+
+    @property
     def ended(self) -> int:
         return sum(self.counts.get(status, 0) for status in ENDED)
 
@@ -46,7 +54,19 @@ class BatchProgress:
             "by_worker": self.by_worker,
             "cases_per_minute": self.cases_per_minute,
             "eta_s": self.eta_s,
+            "eta_text": self.eta_text,  # as the page shows it, so the page's script need not
         }
+
+
+def time_left_text(seconds: float) -> str:
+    """A time left as people read it: "less than a minute left", "about 17 min left", "about
+    2 h 05 min left" (to the nearest minute)."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "less than a minute left"
+    if minutes < 60:
+        return f"about {minutes} min left"
+    return f"about {minutes // 60} h {minutes % 60:02d} min left"
 
 
 def batch_progress(rows: Iterable[CaseRow], *, now: datetime) -> BatchProgress:
@@ -58,9 +78,7 @@ def batch_progress(rows: Iterable[CaseRow], *, now: datetime) -> BatchProgress:
     """
     rows = list(rows)
     counts = Counter(row.status for row in rows)
-    by_worker = Counter(
-        row.worker for row in rows if row.status in ("succeeded", "failed") and row.worker
-    )
+    by_worker = Counter(row.worker for row in rows if row.status in WORKED and row.worker)
     ended = sum(counts[status] for status in ENDED)
     remaining = len(rows) - ended
     starts = [row.started_at for row in rows if row.started_at is not None]
@@ -75,7 +93,7 @@ def batch_progress(rows: Iterable[CaseRow], *, now: datetime) -> BatchProgress:
             eta = remaining / rate * 60
     return BatchProgress(
         total=len(rows),
-        counts={status: counts[status] for status in ("queued", "running", *ENDED)},
+        counts={str(status): counts[status] for status in (Status.QUEUED, Status.RUNNING, *ENDED)},
         by_worker=dict(sorted(by_worker.items())),
         cases_per_minute=rate,
         eta_s=eta,

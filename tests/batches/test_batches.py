@@ -5,24 +5,31 @@ when the last case ends (linked both ways), cancel, staff-only pages and the com
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
+from io import StringIO
 
 import nibabel as nib
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from batches import services
 from batches import tasks as batch_tasks
+from batches.forms import BatchForm
 from batches.models import Batch
 from batches.services import BatchError
 from evaluation.case_metrics import MISSING, OK
+from evaluation.models import EvaluationRun
 from inference import jobs
+from inference import tasks as inference_tasks
 from inference.models import SegmentationJob
 from inference.tasks import reap_dead_jobs
 from tests.inference.conftest import run_db_worker
+from tests.inference.test_jobs import ProgressUntilStopped, retry_locked, wait_for
 from viewer.models import Case
 
 TEST_PUBLIC = [
@@ -145,6 +152,51 @@ def test_filter_pairs_are_parsed_or_refused(pairs, message):
     }
 
 
+def test_the_form_reads_one_filter_per_line_so_values_may_contain_spaces():
+    form = BatchForm(
+        {
+            "split": "all",
+            "mode": "fast",
+            "filters": "q=liver 110\n\nsource=COLONOG\r\nsource=MSD-T10 ",
+        }
+    )
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["filters"] == {"q": ["liver 110"], "source": ["COLONOG", "MSD-T10"]}
+    assert "one name=value per line" in form.fields["filters"].help_text
+    form = BatchForm({"split": "all", "mode": "fast", "filters": "anomaly=any\nliver"})
+    assert form.errors["filters"] == ["a filter is written name=value, not 'liver'"]
+
+
+@pytest.mark.django_db
+def test_a_filter_value_with_a_space_reaches_the_catalog(batch_settings, staff_client):
+    response = staff_client.post(
+        "/batches/new", {"split": "all", "mode": "fast", "filters": "q=liver 110"}
+    )
+    # The whole value is the case id searched for (none has a space), not a broken filter.
+    assert response.status_code == 400
+    assert "no downloaded case of all matches these filters" in response.content.decode()
+    assert not Batch.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_batch_page_shows_the_time_left_in_minutes(batch_settings, staff, staff_client):
+    batch = services.create_batch(user=staff, split="test_private")
+    first, *rest = batch.jobs()
+    now = timezone.now()
+    SegmentationJob.objects.filter(pk=first.pk).update(
+        status="succeeded",
+        worker="gpu-a:11",
+        started_at=now - timedelta(minutes=10),
+        finished_at=now - timedelta(minutes=5),
+    )
+    # One case in 10 minutes, five cases left: about 50 minutes.
+    page = staff_client.get(f"/batches/{batch.pk}/").content.decode()
+    assert "0.10 cases per minute · about 50 min left" in page
+    progress = json.loads(staff_client.get(f"/batches/{batch.pk}/progress").content)
+    assert progress["eta_s"] == pytest.approx(3000, abs=5)  # the JSON stays in seconds
+    assert progress["eta_text"] == "about 50 min left"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_cancel_ends_queued_cases_and_the_batch_without_evaluation(
     batch_settings, staff_client, staff
@@ -159,6 +211,62 @@ def test_cancel_ends_queued_cases_and_the_batch_without_evaluation(
     assert set(batch.jobs().values_list("status", flat=True)) == {"cancelled"}
     with pytest.raises(BatchError, match="has already cancelled"):
         services.cancel_batch(batch)
+
+
+class HeldUntilReleased(ProgressUntilStopped):
+    """A model stand-in that holds its case (no progress, so no cancel is noticed) until
+    ``release`` is set, then reports progress until its job's cancel stops it."""
+
+    release = threading.Event()
+
+    def predict_result(self, **kwargs):
+        assert self.release.wait(30), "the test never released the case"
+        return super().predict_result(**kwargs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_running_cases_and_ends_the_batch_without_evaluation(
+    batch_settings, staff, monkeypatch
+):
+    monkeypatch.setattr(HeldUntilReleased, "release", threading.Event())
+    monkeypatch.setattr(inference_tasks, "load_predictor", lambda config: HeldUntilReleased())
+    batch = services.create_batch(user=staff, split="test_private")
+
+    def work():
+        try:
+            run_db_worker()
+        finally:
+            connection.close()  # the thread's own connection
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        wait_for(
+            lambda: batch.jobs().filter(stage="predicting").exists(),
+            what="a case of the batch to be predicting",
+        )
+        running = batch.jobs().get(status="running")
+        batch = retry_locked(lambda: services.cancel_batch(batch))
+        # The running case is asked to stop; the batch waits for it, the queued ones end now.
+        assert batch.status == Batch.Status.RUNNING and batch.cancel_requested
+        running.refresh_from_db()
+        assert running.status == "running" and running.cancel_requested
+        assert set(batch.jobs().exclude(pk=running.pk).values_list("status", flat=True)) == {
+            "cancelled"
+        }
+    finally:
+        HeldUntilReleased.release.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    batch.refresh_from_db()
+    # The worker stopped the case at its next check and, that task ended, closed the batch.
+    assert batch.status == Batch.Status.CANCELLED and batch.finished_at is not None
+    assert batch.evaluation is None and not EvaluationRun.objects.exists()
+    running.refresh_from_db()
+    assert running.status == "cancelled" and not jobs.results_dir(running).exists()
+    assert set(batch.jobs().values_list("status", flat=True)) == {"cancelled"}
+    evaluations = DBTaskResult.objects.filter(task_path=batch_tasks.evaluate_batch.module_path)
+    assert not evaluations.exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -201,6 +309,76 @@ def test_the_batch_page_shows_cases_workers_and_the_evaluation(batch_settings, s
     run_page = staff_client.get(f"/evaluations/{batch.evaluation.pk}/").content.decode()
     assert f'href="/batches/{batch.pk}/"' in run_page  # and back
     assert staff_client.get("/batches/").content.decode().count(f'href="/batches/{batch.pk}/"') == 1
+
+
+# --- segment_split --wait --------------------------------------------------------------------------
+
+
+def worker_between_polls(monkeypatch, work=run_db_worker) -> None:
+    """Run ``work`` (a db worker, in this process, until the queue is empty) at the start of each
+    round of ``segment_split --wait``: the command then follows a batch that workers move on,
+    deterministically (a worker thread on the shared in-memory SQLite would lock the tables)."""
+    reap = services.reap_dead_jobs
+
+    def round_of_polling():
+        work()
+        return reap()
+
+    monkeypatch.setattr(services, "reap_dead_jobs", round_of_polling)
+
+
+def segment_split_wait(*arguments: str) -> tuple[str, str, CommandError | None]:
+    """``segment_split --wait`` as user sam: its stdout, stderr and the error it exits with."""
+    out, err = StringIO(), StringIO()
+    command = ("segment_split", *arguments, "--user", "sam", "--wait", "--poll", "0")
+    try:
+        call_command(*command, stdout=out, stderr=err)
+    except CommandError as exc:
+        return out.getvalue(), err.getvalue(), exc
+    return out.getvalue(), err.getvalue(), None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_segment_split_wait_follows_the_batch_to_its_evaluation(batch_settings, staff, monkeypatch):
+    worker_between_polls(monkeypatch)
+    out, err, error = segment_split_wait("--split", "test_public", "--filter", "q=liver")
+    assert error is None, err
+    batch = Batch.objects.get()
+    run = batch.evaluation
+    assert batch.status == Batch.Status.DONE and run is not None
+    assert out.splitlines() == [
+        f"batch {batch.pk} 'test_public fast': 1 cases queued",
+        f"batch {batch.pk}: Done (1 succeeded)",
+        f"evaluation run {run.pk}: 1 of 1 cases evaluated; see /evaluations/{run.pk}/",
+    ]
+    assert "100%" in err and "1/1" in err and "0 failed, done" in err  # the progress bar
+
+
+@pytest.mark.django_db(transaction=True)
+def test_segment_split_wait_exits_non_zero_when_a_case_failed(batch_settings, staff, monkeypatch):
+    broken = TEST_PUBLIC[1]
+    Case.objects.filter(case_id=broken).update(image_path="data/colon/gone.nii.gz")
+    worker_between_polls(monkeypatch)
+    out, err, error = segment_split_wait("--split", "test_public", "--filter", "q=1.3.6.1")
+    batch = Batch.objects.get()
+    assert str(error) == f"batch {batch.pk} is done but 1 of 2 cases failed: {broken}"
+    job = batch.jobs().get(title=broken)
+    assert f"{broken}: failed {job.error}" in err.splitlines()  # the reason
+    assert f"batch {batch.pk}: Done (1 succeeded, 1 failed)" in out
+    assert (batch.evaluation.cases_evaluated, batch.evaluation.cases_missing) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_segment_split_wait_exits_non_zero_when_the_batch_is_cancelled(
+    batch_settings, staff, monkeypatch
+):
+    # Cancelled (e.g. on the batch page) before any worker took a case.
+    worker_between_polls(monkeypatch, lambda: services.cancel_batch(Batch.objects.get()))
+    out, err, error = segment_split_wait("--split", "test_public", "--filter", "q=1.3.6.1")
+    batch = Batch.objects.get()
+    assert str(error) == f"batch {batch.pk} ended cancelled"
+    assert out.splitlines()[-1] == f"batch {batch.pk}: Cancelled (2 cancelled)"
+    assert f"{TEST_PUBLIC[0]}: cancelled" in err.splitlines() and batch.evaluation is None
 
 
 @pytest.mark.django_db

@@ -4,6 +4,7 @@ the linked crosshair, windows, the overlay, the legend, and a saved view restore
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -299,7 +300,11 @@ def test_failed_tile_shows_a_message_and_retries(site, page, viewer, console, sh
 def test_stale_tile_requests_are_cancelled_and_shared_ones_kept(site, page, viewer):
     case_id = sorted(_lumbarization_ids())[0]
     viewer.open(f"{site}/cases/{case_id}/")
+    requested: list[str] = []
+    finished: list[str] = []
     failed: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("requestfinished", lambda r: finished.append(r.url))
     page.on("requestfailed", lambda r: failed.append(r.url))
     result = page.evaluate(
         """async () => {
@@ -333,8 +338,23 @@ def test_stale_tile_requests_are_cancelled_and_shared_ones_kept(site, page, view
     assert result["outcomes"] == ["AbortError"] * 7 + ["drawn"]
     assert result["cached"] == [False] * 7 and result["lastCached"]
     assert result["shared"] == "AbortError" and result["kept"] > 0
-    page.wait_for_timeout(200)
-    # Only abandoned requests may fail on the network (those aborted before they were sent do
-    # not show there at all); the tiles still wanted never do.
-    assert set(failed) <= set(result["abandoned"]), failed
-    assert not set(failed) & set(result["wanted"])
+    abandoned, wanted = set(result["abandoned"]), set(result["wanted"])
+    tiles = abandoned | wanted
+
+    def of_tiles(urls: list[str]) -> list[str]:
+        return [url for url in urls if url in tiles]
+
+    # Wait until every tile request sent has ended on the network, one way or the other.
+    deadline = time.monotonic() + 10
+    while len(of_tiles(finished + failed)) < len(of_tiles(requested)):
+        assert time.monotonic() < deadline, (requested, finished, failed)
+        page.wait_for_timeout(50)
+    # The tiles still wanted arrived over the network, the shared one in one request for both;
+    # none failed.
+    assert wanted <= set(finished), (wanted, finished)
+    assert of_tiles(requested).count(result["wanted"][1]) == 1, requested
+    assert not wanted & set(failed), failed
+    # An abandoned tile never arrives: it was cancelled on the network, or never sent at all.
+    assert not abandoned & set(finished), finished
+    assert {u for u in requested if u in abandoned} == abandoned & set(failed), (requested, failed)
+    assert set(failed) <= abandoned, failed

@@ -29,6 +29,7 @@ from inference.nnunet.config import MODES
 from inference.uploads import IncomingFile
 from tests.conftest import REPO
 from tests.inference.conftest import run_db_worker
+from tests.support.task_workers import temporary_root
 from viewer.models import Case
 
 Status = SegmentationJob.Status
@@ -392,6 +393,7 @@ def test_killed_worker_process_does_not_leave_its_job_running(
         "CTSPINE_NNUNET_MODEL_DIR": str(model),
         "CTSPINE_DEVICE": "cpu",
         "CTSPINE_NNUNET_MODE": "fast",
+        **temporary_root(tmp_path / "worker-tmp"),  # killed below: it cannot remove its own
     }
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "db_worker", "--batch", "--no-reload", "--no-startup-delay"],

@@ -10,7 +10,9 @@ Plans values (spacing, patch size) are in v1's (k, j, i) order after ``transpose
 
 from __future__ import annotations
 
+import atexit
 import pickle
+import shutil
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -27,7 +29,10 @@ TASK = "Task601_TinyV1"
 TRAINER_FOLDER = "nnUNetTrainerV2__nnUNetPlansv2.1"
 CHECKPOINT = "model_final_checkpoint"
 DOWNLOAD_FILES = ("plans.pkl", f"{CHECKPOINT}.model", f"{CHECKPOINT}.model.pkl")
+# nnU-Net v1's three path variables point here (tests/support/nnunet_v1.py sets them at import,
+# before v1 is imported); the process that made the folder removes it when it exits.
 V1_PATHS = Path(tempfile.mkdtemp(prefix="nnunet_v1_paths_"))
+atexit.register(shutil.rmtree, V1_PATHS, ignore_errors=True)
 
 # Foreground statistics of CT intensities (HU) as v1's planner stores them ("sd", not "std").
 V1_INTENSITY_NAMES = {"max": "mx", "min": "mn", "std": "sd"}

@@ -15,6 +15,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.task_workers import temporary_root
+
 REPOSITORY = Path(__file__).resolve().parent.parent.parent
 HOST = "127.0.0.1"  # never anything else: these tests attack the server they start
 
@@ -28,7 +30,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def gunicorn(*arguments: str, workers: int, database: Path) -> Iterator[str]:
     """A gunicorn with the project's ``gunicorn.conf.py`` and ``arguments`` (which override it),
-    ``workers`` processes, on a free port of 127.0.0.1; yields its base URL, stops it after."""
+    ``workers`` processes, on a free port of 127.0.0.1; yields its base URL, stops it after.
+    The processes' temporary roots go beside ``database`` (gunicorn's workers end without
+    running atexit, so they could not remove folders of their own)."""
     port = free_port()
     env = {
         **os.environ,
@@ -36,6 +40,7 @@ def gunicorn(*arguments: str, workers: int, database: Path) -> Iterator[str]:
         "DATABASE_URL": f"sqlite:///{database}",
         "WEB_WORKERS": str(workers),
         "WEB_BIND": f"{HOST}:{port}",
+        **temporary_root(database.parent / "server-tmp"),
     }
     server = subprocess.Popen(
         [

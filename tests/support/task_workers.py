@@ -23,6 +23,13 @@ RQ_WORKER = [
 ]
 
 
+def temporary_root(folder: Path) -> dict[str, str]:
+    """The environment that gives a process spawned with the test settings its temporary root
+    under ``folder``, which the spawning test owns (its tmp_path): a process killed with SIGKILL
+    runs no clean-up of its own (see ctspine_site/settings/test.py)."""
+    return {"CTSPINE_TEST_TMP": str(folder)}
+
+
 @dataclass(frozen=True)
 class WorkerSetup:
     """What a worker machine is given (see docs/deployment.md): the database, Redis, the data
@@ -58,7 +65,9 @@ def start_workers(
     setup: WorkerSetup, count: int, *, log_dir: Path, pin_cpus: bool = False
 ) -> list[subprocess.Popen]:
     """``count`` rq worker processes on the queue ``default``; each one's output goes to
-    ``log_dir/worker-<n>.log``. A worker's name on the jobs it runs is ``host:pid``.
+    ``log_dir/worker-<n>.log``, its temporary root under ``log_dir/tmp`` (removed with
+    ``log_dir``, even for a worker killed with SIGKILL). A worker's name on the jobs it runs is
+    ``host:pid``.
     ``pin_cpus``: worker n runs on CPU n only (modulo the CPUs there are), so its PyTorch uses
     one thread, as one CPU worker per core would be deployed."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +80,7 @@ def start_workers(
                 subprocess.Popen(
                     [sys.executable, *RQ_WORKER],
                     cwd=REPO,
-                    env=setup.environment(),
+                    env={**setup.environment(), **temporary_root(log_dir / "tmp")},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     preexec_fn=(lambda cpus=pinned: os.sched_setaffinity(0, cpus))

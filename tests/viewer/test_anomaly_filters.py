@@ -133,11 +133,16 @@ def test_browse_page_shows_the_disagree_badge_on_exactly_those_cases(client, cat
     table = client.get("/").content.decode()
     rows = re.findall(r'<tr data-case="([^"]+)"[^>]*>(.*?)</tr>', table, re.S)
     assert {case_id for case_id, row in rows if "≠ labels" in row} == {LOST_L6, NEW_L6}
-    # The labels filter on the page uses the label-derived hint, like the API.
-    filtered = client.get(
-        "/", {"view": "grid", "anomaly": "lumbarization", "anomaly_source": "labels"}
-    ).content.decode()
-    assert set(_cards(filtered)) == EXPECTED["labels"]["lumbarization"]
+
+
+@pytest.mark.parametrize("source", ["curated", "labels"])
+@pytest.mark.parametrize("anomaly", ["lumbarization", "sacralization", "any", "none"])
+def test_browse_page_filters_exactly_the_cases_of_its_source(client, catalog, source, anomaly):
+    """The page's anomaly filter is the API's (one queryset), for either source."""
+    params = {"view": "grid", "anomaly": anomaly, "anomaly_source": source, "page_size": 100}
+    page = client.get("/", params)
+    assert page.status_code == 200
+    assert set(_cards(page.content.decode())) == EXPECTED[source][anomaly]
 
 
 def test_case_page_says_the_sources_disagree(client, catalog):

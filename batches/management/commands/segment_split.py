@@ -79,16 +79,28 @@ class Command(BaseCommand):
         return owner
 
     def _report(self, batch):
+        """Print how the batch ended; a batch that did not end done, or any failed case, makes
+        the command exit non-zero (scripts running it see that something needs a look)."""
+        failed = list(batch.jobs().filter(status=SegmentationJob.Status.FAILED))
         for job in batch.jobs().exclude(status=SegmentationJob.Status.SUCCEEDED):
             self.stderr.write(f"{job.title}: {job.status} {job.error}".rstrip())
         if batch.error:
             self.stderr.write(batch.error)
-        self.stdout.write(f"batch {batch.pk}: {batch.get_status_display()}")
+        progress = batch.progress()
+        counts = ", ".join(
+            f"{count} {status}" for status, count in progress.counts.items() if count
+        )
+        self.stdout.write(f"batch {batch.pk}: {batch.get_status_display()} ({counts})")
         if batch.evaluation is not None:
             run = batch.evaluation
             self.stdout.write(
                 f"evaluation run {run.pk}: {run.cases_evaluated} of {run.cases_expected} cases"
-                f" evaluated; see /evaluations/{run.pk}/"
+                f" evaluated; see {batch.evaluation_url()}"
             )
         if batch.status != batch.Status.DONE:
             raise CommandError(f"batch {batch.pk} ended {batch.status}")
+        if failed:
+            raise CommandError(
+                f"batch {batch.pk} is done but {len(failed)} of {progress.total} cases failed:"
+                f" {', '.join(job.title for job in failed)}"
+            )

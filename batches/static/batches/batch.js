@@ -29,7 +29,7 @@ function follow(root) {
       text(`count-${status}`, batch.counts[status]);
     }
     if (batch.cases_per_minute) {
-      const left = batch.eta_s ? ` · about ${Math.round(batch.eta_s)} s left` : "";
+      const left = batch.eta_s ? ` · ${batch.eta_text}` : ""; // eta_text: the server's wording
       text("batch-rate", `${batch.cases_per_minute.toFixed(2)} cases per minute${left}`);
     }
     setTimeout(tick, POLL_MS);
