@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
+from evaluation.case_metrics import PairTask, evaluate_pair
 from evaluation.models import EvaluationRun
 from evaluation.reference_sets import read_reference, set_key
 from evaluation.table2 import MEAN_OF_VERTEBRAE
@@ -42,15 +43,55 @@ def verse_folders(tmp_path):
     return reference, prediction  # verse002 has no prediction
 
 
-def test_verse_labels_set_aside_t13_and_sacrum(verse_folders):
-    reference, _ = verse_folders
+def test_verse_labels_set_aside_t13_and_sacrum(verse_folders, tmp_path):
+    reference, prediction = verse_folders
     read = read_reference(reference / "verse001_seg.nii.gz", convention="verse")
     assert set(np.unique(read.volume.data)) == {0, 20, 21, 22, 23, 24, 25}
-    assert read.set_aside == (
-        "sacrum (26) set aside: 192 voxels",
+    assert [found.note for found in read.set_aside] == [
         "T13 (28) set aside: 192 voxels",
-    )
+        "sacrum (26) set aside: 192 voxels",
+    ]
+    # The ignore region is exactly the T13 and sacrum voxels (the test file is stored in RAS).
+    assert np.array_equal(read.ignore, np.isin(verse_labels(), [T13, SACRUM]))
+    # Stored LPS, the region is reoriented with the labels.
+    asymmetric = verse_labels()
+    asymmetric[2:4, 2:3, 30:33] = 20
+    lps = tmp_path / "lps.nii.gz"
+    nib.save(nib.Nifti1Image(asymmetric, np.diag([-1.5, -1.5, 2.0, 1.0])), lps)
+    read_lps = read_reference(lps, convention="verse")
+    ras = asymmetric[::-1, ::-1, :]
+    assert np.array_equal(read_lps.ignore, np.isin(ras, [T13, SACRUM]))
+    assert np.array_equal(read_lps.volume.data, np.where(ras > 25, 0, ras))
     assert set_key("Test_VerSe") == "test_verse"
+    # A CTSpine1K-convention file has nothing to set aside.
+    plain = read_reference(prediction / "verse001.nii.gz")
+    assert plain.ignore is None and plain.set_aside == ()
+
+
+def test_a_prediction_over_set_aside_vertebrae_is_not_scored_there(tmp_path):
+    """A prediction labelling the T13 region L1 (and the sacrum L5) scores exactly as one that
+    leaves them background: Dice and surface distances alike, per vertebra and for the spine."""
+    truth = verse_labels()
+    _save(tmp_path / "gt.nii.gz", truth)
+    plain = np.where(truth > 25, 0, truth)
+    over = plain.copy()
+    over[truth == T13], over[truth == SACRUM] = 20, 24
+    _save(tmp_path / "plain.nii.gz", plain)
+    _save(tmp_path / "over.nii.gz", over)
+
+    def score(name):
+        task = PairTask(name, str(tmp_path / "gt.nii.gz"), str(tmp_path / name), convention="verse")
+        return evaluate_pair(task)
+
+    a, b = score("plain.nii.gz"), score("over.nii.gz")
+    assert a.status == b.status == "ok"
+    assert b.labels == a.labels
+    l1 = next(row for row in b.labels if row.name == "L1")
+    assert (l1.dice, l1.hd95_mm, l1.pred_voxels) == (1.0, 0.0, 192)
+    assert (b.spine_dice, b.spine_hd95_mm, b.mean_dice) == (a.spine_dice, a.spine_hd95_mm, 1.0)
+    # What was set aside is reported with the case, not as one of its level errors.
+    assert b.set_aside == (("T13", 192), ("sacrum", 192))
+    assert "T13 (28) set aside: 192 voxels" in b.callouts and b.level_summary == ()
 
 
 def test_evaluate_against_a_reference_folder_as_test_verse(client, verse_folders, tmp_path):
