@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +138,26 @@ def reference_files(folder: str | os.PathLike) -> dict[str, Path]:
     if not files:
         raise VolumeError(f"reference folder {folder} holds no .nii or .nii.gz label map")
     return files
+
+
+def set_aside_summary(per_case: Iterable[Iterable[tuple[str, int]]]) -> list[dict]:
+    """What a run set aside, from each case's ``(name, voxels)`` pairs: per set-aside label
+    found (head to feet) its ``name``, VerSe ``value``, ``cases`` and ``voxels`` in all."""
+    cases: dict[str, int] = {}
+    voxels: dict[str, int] = {}
+    for found in per_case:
+        for name, count in found:
+            cases[name] = cases.get(name, 0) + 1
+            voxels[name] = voxels.get(name, 0) + count
+    return [
+        {"name": name, "value": value, "cases": cases[name], "voxels": voxels[name]}
+        for value, name in SET_ASIDE.items()
+        if name in cases
+    ]
+
+
+def set_aside_phrase(summary: Iterable[dict]) -> str:
+    """``set_aside_summary`` in words: "T13 in 3 cases, sacrum in 1 case" ("" when empty)."""
+    return ", ".join(
+        f"{row['name']} in {row['cases']} case{'' if row['cases'] == 1 else 's'}" for row in summary
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -37,7 +39,7 @@ def verse_folders(tmp_path):
     reference.mkdir(), prediction.mkdir()
     truth = verse_labels()
     _save(reference / "verse001_seg.nii.gz", truth)
-    _save(reference / "verse002_seg.nii.gz", truth)
+    _save(reference / "verse002_seg.nii.gz", np.where(truth == SACRUM, 0, truth))  # no sacrum
     # verse001: a model that knows CTSpine1K labels only: C1-L6 right, T13 and sacrum background.
     _save(prediction / "verse001.nii.gz", np.where(truth > 25, 0, truth))
     return reference, prediction  # verse002 has no prediction
@@ -122,12 +124,27 @@ def test_evaluate_against_a_reference_folder_as_test_verse(client, verse_folders
     assert case.catalog_case is None and case.source == "VerSe"
     printout = stdout.getvalue()
     assert "Test_VerSe (2 cases)" in printout
+    # What was set aside, for the run: its own line, not among the level errors per case.
+    assert run.summary["set_aside"] == [
+        {"name": "T13", "value": 28, "cases": 2, "voxels": 384},
+        {"name": "sacrum", "value": 26, "cases": 1, "voxels": 192},
+    ]
+    assert "Set aside (not scored as C1-L6): T13 in 2 cases, sacrum in 1 case." in printout
+    assert "set aside: 192 voxels" not in printout  # no longer among the level errors
+    with open(run.json_path) as handle:
+        assert json.load(handle)["summary"]["set_aside"] == run.summary["set_aside"]
     assert "1 without prediction (scored as empty predictions" in printout
     assert "verse002: no prediction (scored as an empty prediction)" in stderr.getvalue()
     page = client.get(f"/evaluations/{run.pk}/")
     assert page.status_code == 200 and "ground truth from a folder outside the catalog" in (
         page.content.decode()
     )
+    assert re.search(
+        r'<dd id="set-aside"[^>]*>Not scored as C1–L6: T13 in 2 cases, sacrum in 1 case</dd>',
+        page.content.decode(),
+    )
+    api = client.get(f"/api/evaluations/{run.pk}/").json()
+    assert api["summary"]["set_aside"] == run.summary["set_aside"]
     case_page = client.get(f"/evaluations/{run.pk}/cases/verse001/").content.decode()
     assert 'id="metrics-table"' in case_page and 'id="not-viewable"' in case_page
 

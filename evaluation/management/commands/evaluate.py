@@ -6,6 +6,7 @@ from evaluation import table2
 from evaluation.case_metrics import MISSING
 from evaluation.evaluate import EvaluationError, run_evaluation
 from evaluation.models import EVALUATED_SPLITS
+from evaluation.reference_sets import set_aside_phrase
 from evaluation.reports import missing_phrase
 
 
@@ -100,6 +101,13 @@ class Command(BaseCommand):
             self.stdout.write("Level errors per case (per-vertebra detail on the run page):")
             for result in notes:
                 self.stdout.write(f"  {result.case_id}: {'; '.join(result.level_summary)}")
+            self.stdout.write("")
+        set_aside = set_aside_phrase(run.summary.get("set_aside", []))
+        if set_aside:
+            self.stdout.write(
+                f"Set aside (not scored as C1-L6): {set_aside}. Background in the ground "
+                "truth, and not scored in the prediction either."
+            )
             self.stdout.write("")
         self.stdout.write(
             f"run {run.pk} '{run.name}': {run.cases_evaluated} of {run.cases_expected} cases "
