@@ -37,7 +37,15 @@ from evaluation.reference_sets import (
     set_aside_summary,
     set_key,
 )
-from evaluation.result_files import file_stem, labels_csv, table_csv, write_json, write_text
+from evaluation.result_files import (
+    file_stem,
+    labels_csv,
+    notes_path,
+    table_csv,
+    table_notes,
+    write_json,
+    write_text,
+)
 from evaluation.serializers import RunDocumentSerializer
 from viewer.models import Case
 from viewer.tiles.volumes import cache_location
@@ -284,7 +292,9 @@ def _write_files(run: EvaluationRun, results: list[PairResult], out_dir: Path) -
         row["case_id"]: row for row in run.cases.values("case_id", "split", "source", "anomaly")
     }
     table = table2.split_table(run.cases.as_records(), run.splits)
-    run.table_csv_path = str(write_text(out_dir / f"{stem}_table2.csv", table_csv(table)))
+    csv_path = write_text(out_dir / f"{stem}_table2.csv", table_csv(table))
+    run.table_csv_path = str(csv_path)
+    write_text(notes_path(csv_path), table_notes(table, csv_name=csv_path.name))
     run.labels_csv_path = str(
         write_text(
             out_dir / f"{stem}_labels.csv",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 from statistics import fmean
 
 import pytest
@@ -13,7 +14,7 @@ from django.core.management import CommandError, call_command
 
 from ctspine.volume_cache import SourceIdentity
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
-from evaluation.table2 import MEAN_OF_CASES, MEAN_OF_SPINE, MEAN_OF_VERTEBRAE
+from evaluation.table2 import CONVENTIONS, MEAN_OF_CASES, MEAN_OF_SPINE, MEAN_OF_VERTEBRAE
 from tests.evaluation.conftest import EVALUATED, SCORED, SHIFT_SLICES, run_evaluate
 from viewer.tiles.volumes import volume_cache
 
@@ -172,6 +173,16 @@ def test_writes_csv_and_json_beside_the_printout(evaluated_run):
     assert {"Mean over cases", "Pooled over vertebrae"} <= set(rows)
     assert (rows["T10"]["test_public n_hd95"], rows["T10"]["test_public missed"]) == ("4", "1")
     assert rows["C1"]["test_private paper dsc"] == "0.957"
+    # The footnotes beside it: which mean is which, and what each column holds.
+    notes = Path(run.table_csv_path).with_name(Path(run.table_csv_path).stem + "_notes.txt")
+    text = notes.read_text()
+    assert text.startswith(f"Notes to {Path(run.table_csv_path).name}: Table 2")
+    for note in CONVENTIONS:
+        assert f"* {note}\n" in text
+    assert "Mean over cases: the mean over cases of each case's own mean" in text
+    assert "  test_public: Test_public, 6 cases\n" in text
+    assert "  test_public n_hd95" not in text and "  n_hd95: values averaged for the HD95" in text
+    assert f"(its notes: {notes.name})" in evaluated_run.stdout
     with open(run.labels_csv_path) as handle:
         labels = list(csv.DictReader(handle))
     assert len(labels) == LabelResult.objects.filter(run=run).count()

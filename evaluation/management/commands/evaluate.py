@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 from tqdm import tqdm
@@ -8,6 +10,7 @@ from evaluation.evaluate import EvaluationError, run_evaluation
 from evaluation.models import EVALUATED_SPLITS
 from evaluation.reference_sets import set_aside_phrase
 from evaluation.reports import missing_phrase
+from evaluation.result_files import notes_path
 
 
 class Command(BaseCommand):
@@ -115,7 +118,10 @@ class Command(BaseCommand):
             f"grid mismatch or unreadable file, {len(run.unmatched_files)} files not used "
             f"({run.seconds:.1f} s, {run.workers} worker{'s' if run.workers > 1 else ''})"
         )
-        for path in (run.table_csv_path, run.labels_csv_path, run.json_path):
+        if run.table_csv_path:
+            table = Path(run.table_csv_path)
+            self.stdout.write(f"wrote {table} (its notes: {notes_path(table).name})")
+        for path in (run.labels_csv_path, run.json_path):
             if path:
                 self.stdout.write(f"wrote {path}")
         self.stdout.write(f"see {reverse('evaluation:run', args=[run.pk])}")
