@@ -37,7 +37,8 @@ HD95_THRESHOLD_MM = 2.0
 CONVENTIONS: tuple[str, ...] = (
     "Per vertebra: Dice averaged over the cases where the vertebra is in the ground truth or "
     "the prediction; HD95 over the cases where it is in both (otherwise HD95 is not defined); "
-    "n = cases averaged for the Dice, then for the HD95 where fewer.",
+    "n = cases averaged for the Dice, then for the HD95 where fewer; missed = cases where the "
+    "vertebra is in the ground truth and not predicted at all (Dice 0, no HD95).",
     "Mean of Vertebrae (as the paper): the plain mean of the per-vertebra rows above, L6 "
     "included, over the rows with a value; n = rows averaged.",
     "Mean of Spine: the mean over cases of the binary spine (all vertebrae merged into one mask).",
@@ -409,11 +410,12 @@ def _count(cell: Cell) -> str:
 
 def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
     """The table as fixed-width text in the paper's layout: per column DSC, HD95 (mm), the
-    number of values averaged (Dice/HD95 where they differ) and the paper's DSC and HD95, with
-    ``!`` after a published number that ours differs from beyond the thresholds."""
+    number of values averaged (Dice/HD95 where they differ), the cases where the vertebra was
+    missed (blank: none) and the paper's DSC and HD95, with ``!`` after a published number
+    that ours differs from beyond the thresholds."""
     name_width = max(len(r.title) for r in table.rows) + 1
     published = any(any(row.published) for row in table.rows)
-    part = f"{'DSC':>6} {'HD95 mm':>8} {'n':>7}" + (
+    part = f"{'DSC':>6} {'HD95 mm':>8} {'n':>7} {'missed':>6}" + (
         f" {'paper':>6}{'':1} {'HD95':>6}{'':1}" if published else ""
     )
     width = len(part) + 3
@@ -421,7 +423,10 @@ def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
     lines.append(
         (
             " " * name_width
-            + "".join(f"{c.title} ({c.cases} cases)".center(width) for c in table.columns)
+            + "".join(
+                f"{c.title} ({c.cases} case{'' if c.cases == 1 else 's'})".center(width)
+                for c in table.columns
+            )
         ).rstrip()
     )
     lines.append("Vertebra".ljust(name_width) + "".join(part + "   " for _ in table.columns))
@@ -434,6 +439,7 @@ def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
         text = row.title.ljust(name_width)
         for cell, paper in zip(row.cells, row.published or (None,) * len(row.cells), strict=True):
             text += f"{_number(cell.dice, 3):>6} {_number(cell.hd95_mm, 2):>8} {_count(cell):>7}"
+            text += f" {cell.missed or '':>6}"
             if published:
                 dsc, hd = paper if paper else (None, None)
                 far_dsc, far_hd = differs(cell, paper)

@@ -152,6 +152,10 @@ def test_table2_averages_per_split_and_prints_in_the_paper_layout(evaluated_run,
     # Every vertebra row carries the paper's numbers, C1 included.
     c1 = next(line for line in printout.splitlines() if line.startswith("C1 "))
     assert "0.951" in c1 and "0.957" in c1
+    # T10 of Test_public: 5 Dice values, 4 HD95 values, missed in the case without prediction.
+    t10_line = next(line for line in printout.splitlines() if line.startswith("T10 "))
+    assert t10_line.split()[3:5] == ["5/4", "1"]
+    assert "Test_public (6 cases)" in printout
     assert "Mean of Vertebrae (as the paper): the plain mean of the per-vertebra rows" in printout
     assert "1 without prediction (scored as empty predictions" in printout
     assert "  HN_P023: C3 labelled one level too low; C4 labelled one level too high" in printout
