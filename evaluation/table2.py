@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import fmean
 
+from ctspine.dataset.layout import SOURCES
 from ctspine.labels import LABELS, label_name
 from ctspine.metrics import LabelMetrics
 from evaluation.published import published_table
@@ -66,7 +67,6 @@ SPLIT_TITLES = {
     "test_verse": "Test_VerSe",
     "train": "Train",
 }
-SOURCE_ORDER = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19", "VerSe")
 ANOMALY_COLUMNS = (
     ("lumbarization", "Lumbarization (L6)"),
     ("sacralization", "Sacralization"),
@@ -258,7 +258,7 @@ def source_tables(records: Sequence[CaseRecord], splits: Sequence[str]) -> list[
     tables = []
     for split in splits:
         in_split = [r for r in records if r.split == split]
-        sources = sorted({r.source for r in in_split}, key=_source_rank)
+        sources = sorted({r.source for r in in_split}, key=source_rank)
         tables.append(
             build_table(
                 in_split,
@@ -295,8 +295,10 @@ def _is_split(split: str) -> Callable[[CaseRecord], bool]:
     return lambda record: record.split == split
 
 
-def _source_rank(source: str) -> tuple[int, str]:
-    return (SOURCE_ORDER.index(source) if source in SOURCE_ORDER else len(SOURCE_ORDER), source)
+def source_rank(source: str) -> tuple[int, str]:
+    """Sort key of a source sub-dataset: the dataset's order (``ctspine.dataset.layout.SOURCES``),
+    then any other source by name."""
+    return (SOURCES.index(source) if source in SOURCES else len(SOURCES), source)
 
 
 @dataclass(frozen=True)
