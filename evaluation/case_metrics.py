@@ -6,6 +6,10 @@ Both volumes are read as RAS+ label maps (``ctspine.imaging.volume_io``), so a p
 in another orientation but on the same world grid compares correctly; a prediction on another
 grid (shape, or voxel positions more than 1e-3 mm apart) is a "grid mismatch", not an error of
 the run. Metrics and their conventions are those of ``ctspine.metrics.compare_labels``.
+
+Labels a ground truth sets aside (VerSe's T13 and sacrum: ``evaluation.reference_sets``) are
+an ignore region: background in the ground truth and in the prediction alike, so that neither
+Dice nor the surface distances score a prediction there.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from django.db import models
 from ctspine.imaging.volume_io import VolumeError, check_same_grid, read_volume
 from ctspine.metrics import LabelMetrics, compare_labels
 from ctspine.volume_cache import CacheLocation, VolumeCache
-from evaluation.reference_sets import read_reference
+from evaluation.reference_sets import Reference, read_reference
 
 
 class CaseStatus(models.TextChoices):
@@ -69,9 +73,11 @@ class PairResult:
     ``error`` says why and there are no metrics). ``mean_*`` are the case's "Mean of Vertebrae"
     (Dice/NSD over the labels counted, distances over those where defined), ``spine_*`` the
     binary whole spine; ``level_errors`` and ``callouts`` are sentences ready to show (per
-    vertebra), ``level_summary`` the same in a few phrases for the case; a case without
-    prediction has status ``missing`` and the metrics of an empty prediction;
-    ``seconds`` is the wall time of reading and comparing."""
+    vertebra; callouts also say what the ground truth set aside), ``level_summary`` the level
+    errors in a few phrases for the case; ``set_aside``: (name, voxels) of each label the
+    ground truth set aside, such as ("T13", 5120), whatever the status once the ground truth
+    was read; a case without prediction has status ``missing`` and the metrics of an empty
+    prediction; ``seconds`` is the wall time of reading and comparing."""
 
     case_id: str
     status: str
@@ -87,6 +93,7 @@ class PairResult:
     off_by_one: int = 0
     callouts: tuple[str, ...] = ()
     level_summary: tuple[str, ...] = ()
+    set_aside: tuple[tuple[str, int], ...] = ()
     shape: tuple[int, ...] = ()
     spacing_mm: tuple[float, ...] = ()
     seconds: float = 0.0
@@ -101,12 +108,13 @@ def evaluate_pair(task: PairTask) -> PairResult:
     except VolumeError as exc:
         return PairResult(task.case_id, UNREADABLE, f"ground truth: {exc}")
     reference = truth.volume
+    set_aside = tuple((found.name, found.voxels) for found in truth.set_aside)
     if task.prediction is None:
-        return _compare(task, reference, np.zeros_like(reference.data), truth.set_aside, start)
+        return _compare(task, truth, np.zeros_like(reference.data), start)
     try:
         prediction = read_volume(task.prediction, kind="label")
     except VolumeError as exc:
-        return PairResult(task.case_id, UNREADABLE, f"prediction: {exc}")
+        return PairResult(task.case_id, UNREADABLE, f"prediction: {exc}", set_aside=set_aside)
     try:
         check_same_grid(
             image_shape=reference.data.shape,
@@ -117,14 +125,23 @@ def evaluate_pair(task: PairTask) -> PairResult:
     except VolumeError as exc:
         # check_same_grid speaks of "label" and "image"; here they are prediction and truth.
         message = str(exc).replace("label", "prediction").replace("image", "ground truth")
-        return PairResult(task.case_id, GRID_MISMATCH, message)
-    return _compare(task, reference, prediction.data, truth.set_aside, start)
+        return PairResult(task.case_id, GRID_MISMATCH, message, set_aside=set_aside)
+    return _compare(task, truth, prediction.data, start)
 
 
-def _compare(task: PairTask, reference, prediction, set_aside, start: float) -> PairResult:
+def _compare(task: PairTask, truth: Reference, prediction, start: float) -> PairResult:
+    reference = truth.volume
     comparison = compare_labels(
         reference=reference.data,
-        prediction=prediction,
+        # The set-aside voxels are background in the ground truth; made background in the
+        # prediction too, a vertebra predicted over them is neither a false positive (Dice)
+        # nor a surface there (HD95, ASSD, NSD). The cut leaves the prediction a face on the
+        # region's border; that is where a ground-truth vertebra next to the region ends too,
+        # so a prediction that follows the truth up to the set-aside vertebra scores as if
+        # the region were not there, and one that strays beyond the truth elsewhere is still
+        # measured by its voxels outside the region. (Dropping only the surface points inside
+        # the region would keep the set-aside voxels as false positives of the Dice.)
+        prediction=truth.without_ignored(prediction),
         spacing_mm=reference.spacing,
         tolerance_mm=task.tolerance_mm,
     )
@@ -144,8 +161,9 @@ def _compare(task: PairTask, reference, prediction, set_aside, start: float) -> 
         spine_hd95_mm=spine.hd95_mm if spine else None,
         level_errors=tuple(error.message for error in comparison.level_errors),
         off_by_one=sum(row.off_by_one for row in rows),
-        callouts=(*comparison.counts.callouts, *set_aside),
-        level_summary=(*comparison.level_summary, *set_aside),
+        callouts=(*comparison.counts.callouts, *(found.note for found in truth.set_aside)),
+        level_summary=tuple(comparison.level_summary),
+        set_aside=tuple((found.name, found.voxels) for found in truth.set_aside),
         shape=tuple(int(n) for n in reference.data.shape),
         spacing_mm=tuple(float(s) for s in reference.spacing),
         seconds=time.perf_counter() - start,

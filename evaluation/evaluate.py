@@ -30,8 +30,22 @@ from evaluation import table2
 from evaluation.case_metrics import MISSING, OK, PairResult, PairTask, evaluate_pair
 from evaluation.models import EVALUATED_SPLITS, CaseResult, EvaluationRun, LabelResult
 from evaluation.prediction_files import match_predictions
-from evaluation.reference_sets import VERSE, VERSE_SET, reference_files, set_key
-from evaluation.result_files import file_stem, labels_csv, table_csv, write_json, write_text
+from evaluation.reference_sets import (
+    VERSE,
+    VERSE_SET,
+    reference_files,
+    set_aside_summary,
+    set_key,
+)
+from evaluation.result_files import (
+    file_stem,
+    labels_csv,
+    notes_path,
+    table_csv,
+    table_notes,
+    write_json,
+    write_text,
+)
 from evaluation.serializers import RunDocumentSerializer
 from viewer.models import Case
 from viewer.tiles.volumes import cache_location
@@ -260,7 +274,10 @@ def _finish(run: EvaluationRun, results: list[PairResult], *, seconds: float, ou
     run.cases_missing = run.cases_expected - len(results) + statuses.count(MISSING)
     run.cases_failed = len(statuses) - run.cases_evaluated - statuses.count(MISSING)
     run.seconds = seconds
-    run.summary = table2.report(run.cases.as_records(), run.splits)
+    run.summary = {
+        **table2.report(run.cases.as_records(), run.splits),
+        "set_aside": set_aside_summary(r.set_aside for r in results),
+    }
     run.status, run.finished = EvaluationRun.Status.DONE, timezone.now()
     try:
         _write_files(run, results, out_dir)
@@ -275,7 +292,9 @@ def _write_files(run: EvaluationRun, results: list[PairResult], out_dir: Path) -
         row["case_id"]: row for row in run.cases.values("case_id", "split", "source", "anomaly")
     }
     table = table2.split_table(run.cases.as_records(), run.splits)
-    run.table_csv_path = str(write_text(out_dir / f"{stem}_table2.csv", table_csv(table)))
+    csv_path = write_text(out_dir / f"{stem}_table2.csv", table_csv(table))
+    run.table_csv_path = str(csv_path)
+    write_text(notes_path(csv_path), table_notes(table, csv_name=csv_path.name))
     run.labels_csv_path = str(
         write_text(
             out_dir / f"{stem}_labels.csv",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ctspine.labels import LABEL_BY_VALUE
+from evaluation.table2 import source_rank
 
 COLUMN_WIDTH = 34
 PLOT_HEIGHT = 200
@@ -187,7 +188,7 @@ def resolution_plot(values: Iterable[tuple[str, float, float, str]]) -> ScatterP
     def x_of(z: float) -> float:
         return round(LEFT + z / top * SCATTER_WIDTH, 1)
 
-    sources = sorted({source for *_, source in values}, key=_source_rank)
+    sources = sorted({source for *_, source in values}, key=source_rank)
     step = max(1, math.ceil(top / 8))
     return ScatterPlot(
         **_frame(SCATTER_WIDTH, margin=LEGEND_WIDTH, extra_height=12),
@@ -203,11 +204,6 @@ def resolution_plot(values: Iterable[tuple[str, float, float, str]]) -> ScatterP
 
 def _colour(source: str) -> str:
     return SOURCE_COLOURS.get(source, OTHER_COLOUR)
-
-
-def _source_rank(source: str) -> tuple[int, str]:
-    order = list(SOURCE_COLOURS)
-    return (order.index(source) if source in order else len(order), source)
 
 
 @dataclass(frozen=True)

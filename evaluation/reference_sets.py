@@ -2,7 +2,9 @@
 
 VerSe's labels (the convention of ``label/Verse/`` in a CTSpine1K download): 1-24 are C1-L5 as
 in CTSpine1K, 25 is L6; 28 (T13) and 26 (sacrum) have no CTSpine1K label, so they are set aside
-(treated as background) and reported, never scored as C1-L6. Any other value is an error.
+and reported, never scored as C1-L6: background in the ground truth, and an ignore region
+(:attr:`Reference.ignore`) where the prediction is not scored either. Any other value is an
+error.
 Label maps are read as RAS+ like every other volume (``ctspine.imaging.volume_io``).
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +33,8 @@ from evaluation.prediction_files import candidate_ids, strip_ending
 
 VERSE = "verse"
 CONVENTIONS = ("ctspine", VERSE)
-# VerSe labels without a CTSpine1K counterpart: value -> what it is.
-SET_ASIDE = {26: "sacrum", 28: "T13"}
+# VerSe labels without a CTSpine1K counterpart: value -> what it is (head to feet).
+SET_ASIDE = {28: "T13", 26: "sacrum"}
 VERSE_SET = "test_verse"
 
 
@@ -45,12 +47,36 @@ def set_key(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class SetAside:
+    """Voxels of one set-aside VerSe label in a ground truth: ``value`` 28 or 26, ``name``
+    "T13" or "sacrum"."""
+
+    value: int
+    name: str
+    voxels: int
+
+    @property
+    def note(self) -> str:
+        """The case's sentence, e.g. "T13 (28) set aside: 5120 voxels"."""
+        return f"{self.name} ({self.value}) set aside: {self.voxels} voxels"
+
+
+@dataclass(frozen=True)
 class Reference:
-    """A ground-truth label map read in a convention; ``set_aside``: what was set aside, such
-    as "T13 (28) set aside: 5120 voxels"."""
+    """A ground-truth label map read in a convention. ``set_aside``: what was set aside (head
+    to feet); ``ignore``: where, as a boolean RAS+ array on the volume's grid (None when
+    nothing was set aside)."""
 
     volume: Volume
-    set_aside: tuple[str, ...] = ()
+    set_aside: tuple[SetAside, ...] = ()
+    ignore: np.ndarray | None = None
+
+    def without_ignored(self, prediction: np.ndarray) -> np.ndarray:
+        """``prediction`` (RAS+, on the volume's grid) with the ignore region made background,
+        so that a vertebra predicted over a set-aside one is not scored there."""
+        if self.ignore is None:
+            return prediction
+        return np.where(self.ignore, np.uint8(0), prediction).astype(prediction.dtype, copy=False)
 
 
 def read_reference(
@@ -70,12 +96,16 @@ def read_reference(
     # As read_volume(kind="label"), with VerSe's extra labels set aside before validation.
     path = Path(path)
     data, affine, header = decode_nifti(read_bytes(path), path=path)
-    notes = []
-    for value, what in SET_ASIDE.items():
-        voxels = int(np.count_nonzero(data == value))
-        if voxels:
-            notes.append(f"{what} ({value}) set aside: {voxels} voxels")
-            data = np.where(data == value, 0, data)
+    set_aside = tuple(
+        SetAside(value, name, voxels)
+        for value, name in SET_ASIDE.items()
+        if (voxels := int(np.count_nonzero(data == value)))
+    )
+    ignore = None
+    if set_aside:
+        aside = np.isin(data, [found.value for found in set_aside])
+        data = np.where(aside, 0, data)
+        ignore = to_ras(aside.astype(np.uint8), affine=affine, header=header)[0].astype(bool)
     original_shape = data.shape
     axcodes = "".join(nib.aff2axcodes(affine))
     labels = validate_labels(data, path=path)
@@ -87,7 +117,7 @@ def read_reference(
         original_axcodes=axcodes,
         original_shape=original_shape,
     )
-    return Reference(volume, tuple(notes))
+    return Reference(volume, set_aside, ignore)
 
 
 def reference_files(folder: str | os.PathLike) -> dict[str, Path]:
@@ -108,3 +138,26 @@ def reference_files(folder: str | os.PathLike) -> dict[str, Path]:
     if not files:
         raise VolumeError(f"reference folder {folder} holds no .nii or .nii.gz label map")
     return files
+
+
+def set_aside_summary(per_case: Iterable[Iterable[tuple[str, int]]]) -> list[dict]:
+    """What a run set aside, from each case's ``(name, voxels)`` pairs: per set-aside label
+    found (head to feet) its ``name``, VerSe ``value``, ``cases`` and ``voxels`` in all."""
+    cases: dict[str, int] = {}
+    voxels: dict[str, int] = {}
+    for found in per_case:
+        for name, count in found:
+            cases[name] = cases.get(name, 0) + 1
+            voxels[name] = voxels.get(name, 0) + count
+    return [
+        {"name": name, "value": value, "cases": cases[name], "voxels": voxels[name]}
+        for value, name in SET_ASIDE.items()
+        if name in cases
+    ]
+
+
+def set_aside_phrase(summary: Iterable[dict]) -> str:
+    """``set_aside_summary`` in words: "T13 in 3 cases, sacrum in 1 case" ("" when empty)."""
+    return ", ".join(
+        f"{row['name']} in {row['cases']} case{'' if row['cases'] == 1 else 's'}" for row in summary
+    )

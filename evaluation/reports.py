@@ -19,6 +19,7 @@ from ctspine.labels import label_name, parse_label
 from evaluation import table2
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
 from evaluation.plots import group_plot, resolution_plot, strip_plot
+from evaluation.reference_sets import set_aside_phrase
 from viewer.filters import PARAMETERS, CaseFilter
 from viewer.models import Case
 
@@ -104,7 +105,11 @@ def run_report(run: EvaluationRun, selection: Selection, *, worst: int = 3) -> d
     as plain values: the API returns this with the run (``RunReportSerializer``), the page
     renders it."""
     records = selection.cases.as_records()
-    summary = table2.report(records, run.splits, worst=worst)
+    # What the ground truth set aside is a fact of the whole run, kept from its evaluation.
+    summary = {
+        **table2.report(records, run.splits, worst=worst),
+        "set_aside": run.summary.get("set_aside", []) if run.summary else [],
+    }
     return {
         "filters": selection.filters,
         "summary": summary,
@@ -276,6 +281,7 @@ def run_page_context(run: EvaluationRun, selection: Selection) -> dict:
         "worst_cases": selection.cases.scored().worst_first()[:10],
         "choices": FILTER_CHOICES,
         "missing": missing_phrase(run),
+        "set_aside": set_aside_phrase(summary["set_aside"]),
         "dice_threshold": table2.DICE_THRESHOLD,
         "hd95_threshold_mm": table2.HD95_THRESHOLD_MM,
     }

@@ -126,6 +126,16 @@ class WorstCaseSerializer(serializers.Serializer):
     hd95_mm = serializers.FloatField(allow_null=True)
 
 
+class SetAsideSerializer(serializers.Serializer):
+    """A ground-truth label that is not C1-L6 (VerSe's T13 and sacrum): neither scored nor
+    counted as a false positive of the prediction."""
+
+    name = serializers.CharField(help_text="T13 or sacrum")
+    value = serializers.IntegerField(help_text="its value in the ground truth (28, 26)")
+    cases = serializers.IntegerField(help_text="cases whose ground truth has it")
+    voxels = serializers.IntegerField(help_text="voxels set aside, all cases together")
+
+
 class SummarySerializer(serializers.Serializer):
     conventions = serializers.ListField(child=serializers.CharField())
     cases = serializers.IntegerField()
@@ -134,6 +144,8 @@ class SummarySerializer(serializers.Serializer):
     anomalies = TableSerializer()
     level_errors = LevelErrorRowSerializer(many=True)
     worst_cases = serializers.DictField(child=WorstCaseSerializer(many=True))
+    # Of the whole run, whatever the filters (runs stored before it existed: none).
+    set_aside = SetAsideSerializer(many=True, default=list)
 
 
 class RunSerializer(serializers.ModelSerializer):

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import fmean
 
+from ctspine.dataset.layout import SOURCES
 from ctspine.labels import LABELS, label_name
 from ctspine.metrics import LabelMetrics
 from evaluation.published import published_table
@@ -37,15 +38,17 @@ HD95_THRESHOLD_MM = 2.0
 CONVENTIONS: tuple[str, ...] = (
     "Per vertebra: Dice averaged over the cases where the vertebra is in the ground truth or "
     "the prediction; HD95 over the cases where it is in both (otherwise HD95 is not defined); "
-    "n = cases averaged for the Dice, then for the HD95 where fewer.",
+    "n = cases averaged for the Dice, then for the HD95 where fewer; missed = cases where the "
+    "vertebra is in the ground truth and not predicted at all (Dice 0, no HD95).",
     "Mean of Vertebrae (as the paper): the plain mean of the per-vertebra rows above, L6 "
     "included, over the rows with a value; n = rows averaged.",
     "Mean of Spine: the mean over cases of the binary spine (all vertebrae merged into one mask).",
     "Mean over cases: the mean over cases of each case's own mean over its vertebrae.",
     "Pooled over vertebrae: the mean over every vertebra of every case (n = vertebrae).",
     "HD95: 95th percentile of the pooled surface distances of both directions, in mm (medpy).",
-    "Paper: the nnU-Net baseline of the CTSpine1K paper (Table 2); ! marks a difference of more "
-    f"than {DICE_THRESHOLD} DSC or {HD95_THRESHOLD_MM} mm HD95.",
+    "Paper: the nnU-Net baseline of the CTSpine1K paper (Table 2); ! after the paper's number "
+    f"(in colour on the page, with ours in its tooltip) marks ours differing by more than "
+    f"{DICE_THRESHOLD} DSC or {HD95_THRESHOLD_MM} mm HD95.",
 )
 
 MEAN_OF_VERTEBRAE = "mean_of_vertebrae"
@@ -64,7 +67,6 @@ SPLIT_TITLES = {
     "test_verse": "Test_VerSe",
     "train": "Train",
 }
-SOURCE_ORDER = ("COLONOG", "HNSCC-3DCT-RT", "MSD-T10", "COVID-19", "VerSe")
 ANOMALY_COLUMNS = (
     ("lumbarization", "Lumbarization (L6)"),
     ("sacralization", "Sacralization"),
@@ -256,7 +258,7 @@ def source_tables(records: Sequence[CaseRecord], splits: Sequence[str]) -> list[
     tables = []
     for split in splits:
         in_split = [r for r in records if r.split == split]
-        sources = sorted({r.source for r in in_split}, key=_source_rank)
+        sources = sorted({r.source for r in in_split}, key=source_rank)
         tables.append(
             build_table(
                 in_split,
@@ -293,8 +295,10 @@ def _is_split(split: str) -> Callable[[CaseRecord], bool]:
     return lambda record: record.split == split
 
 
-def _source_rank(source: str) -> tuple[int, str]:
-    return (SOURCE_ORDER.index(source) if source in SOURCE_ORDER else len(SOURCE_ORDER), source)
+def source_rank(source: str) -> tuple[int, str]:
+    """Sort key of a source sub-dataset: the dataset's order (``ctspine.dataset.layout.SOURCES``),
+    then any other source by name."""
+    return (SOURCES.index(source) if source in SOURCES else len(SOURCES), source)
 
 
 @dataclass(frozen=True)
@@ -408,11 +412,12 @@ def _count(cell: Cell) -> str:
 
 def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
     """The table as fixed-width text in the paper's layout: per column DSC, HD95 (mm), the
-    number of values averaged (Dice/HD95 where they differ) and the paper's DSC and HD95, with
-    ``!`` after a published number that ours differs from beyond the thresholds."""
+    number of values averaged (Dice/HD95 where they differ), the cases where the vertebra was
+    missed (blank: none) and the paper's DSC and HD95, with ``!`` after a published number
+    that ours differs from beyond the thresholds."""
     name_width = max(len(r.title) for r in table.rows) + 1
     published = any(any(row.published) for row in table.rows)
-    part = f"{'DSC':>6} {'HD95 mm':>8} {'n':>7}" + (
+    part = f"{'DSC':>6} {'HD95 mm':>8} {'n':>7} {'missed':>6}" + (
         f" {'paper':>6}{'':1} {'HD95':>6}{'':1}" if published else ""
     )
     width = len(part) + 3
@@ -420,7 +425,10 @@ def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
     lines.append(
         (
             " " * name_width
-            + "".join(f"{c.title} ({c.cases} cases)".center(width) for c in table.columns)
+            + "".join(
+                f"{c.title} ({c.cases} case{'' if c.cases == 1 else 's'})".center(width)
+                for c in table.columns
+            )
         ).rstrip()
     )
     lines.append("Vertebra".ljust(name_width) + "".join(part + "   " for _ in table.columns))
@@ -433,6 +441,7 @@ def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
         text = row.title.ljust(name_width)
         for cell, paper in zip(row.cells, row.published or (None,) * len(row.cells), strict=True):
             text += f"{_number(cell.dice, 3):>6} {_number(cell.hd95_mm, 2):>8} {_count(cell):>7}"
+            text += f" {cell.missed or '':>6}"
             if published:
                 dsc, hd = paper if paper else (None, None)
                 far_dsc, far_hd = differs(cell, paper)

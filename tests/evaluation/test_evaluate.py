@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 from statistics import fmean
 
 import pytest
@@ -13,7 +14,7 @@ from django.core.management import CommandError, call_command
 
 from ctspine.volume_cache import SourceIdentity
 from evaluation.models import CaseResult, EvaluationRun, LabelResult
-from evaluation.table2 import MEAN_OF_CASES, MEAN_OF_SPINE, MEAN_OF_VERTEBRAE
+from evaluation.table2 import CONVENTIONS, MEAN_OF_CASES, MEAN_OF_SPINE, MEAN_OF_VERTEBRAE
 from tests.evaluation.conftest import EVALUATED, SCORED, SHIFT_SLICES, run_evaluate
 from viewer.tiles.volumes import volume_cache
 
@@ -151,6 +152,10 @@ def test_table2_averages_per_split_and_prints_in_the_paper_layout(evaluated_run,
     # Every vertebra row carries the paper's numbers, C1 included.
     c1 = next(line for line in printout.splitlines() if line.startswith("C1 "))
     assert "0.951" in c1 and "0.957" in c1
+    # T10 of Test_public: 5 Dice values, 4 HD95 values, missed in the case without prediction.
+    t10_line = next(line for line in printout.splitlines() if line.startswith("T10 "))
+    assert t10_line.split()[3:5] == ["5/4", "1"]
+    assert "Test_public (6 cases)" in printout
     assert "Mean of Vertebrae (as the paper): the plain mean of the per-vertebra rows" in printout
     assert "1 without prediction (scored as empty predictions" in printout
     assert "  HN_P023: C3 labelled one level too low; C4 labelled one level too high" in printout
@@ -172,6 +177,16 @@ def test_writes_csv_and_json_beside_the_printout(evaluated_run):
     assert {"Mean over cases", "Pooled over vertebrae"} <= set(rows)
     assert (rows["T10"]["test_public n_hd95"], rows["T10"]["test_public missed"]) == ("4", "1")
     assert rows["C1"]["test_private paper dsc"] == "0.957"
+    # The footnotes beside it: which mean is which, and what each column holds.
+    notes = Path(run.table_csv_path).with_name(Path(run.table_csv_path).stem + "_notes.txt")
+    text = notes.read_text()
+    assert text.startswith(f"Notes to {Path(run.table_csv_path).name}: Table 2")
+    for note in CONVENTIONS:
+        assert f"* {note}\n" in text
+    assert "Mean over cases: the mean over cases of each case's own mean" in text
+    assert "  test_public: Test_public, 6 cases\n" in text
+    assert "  test_public n_hd95" not in text and "  n_hd95: values averaged for the HD95" in text
+    assert f"(its notes: {notes.name})" in evaluated_run.stdout
     with open(run.labels_csv_path) as handle:
         labels = list(csv.DictReader(handle))
     assert len(labels) == LabelResult.objects.filter(run=run).count()

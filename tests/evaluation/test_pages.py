@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from evaluation.table2 import HD95_THRESHOLD_MM, Cell, differs
+
 pytestmark = pytest.mark.django_db
 
 LUMBARIZED = "1.3.6.1.4.1.9328.50.4.0699"  # the test_public lumbarization case, L6 labelled L5
@@ -43,8 +45,26 @@ def test_run_page_shows_table2_with_the_paper_beside_ours(client, evaluated_run)
         assert f'id="{section}"' in html, section
     mean = html[html.index('<tr data-row="mean_of_vertebrae"') :]
     mean = mean[: mean.index("</tr>")]
-    assert re.search(r'class="num paper( differs)?"[^>]*>0\.869</td>', mean)
-    assert re.search(r'class="num paper( differs)?"[^>]*>6\.41</td>', mean)
+    mark = '<span class="differs-mark">!</span>'
+    assert re.search(rf'class="num paper( differs)?"[^>]*>0\.869({mark})?</td>', mean)
+    # The phantom's surfaces are nearly exact: our Mean of Vertebrae HD95 is far below the
+    # paper's 6.41 mm, so that cell is marked, in colour and with ! and ours in its tooltip.
+    ours = run.headline()["test_private"]["mean_of_vertebrae"]["hd95_mm"]
+    assert abs(ours - 6.41) > HD95_THRESHOLD_MM
+    assert (
+        f'<td class="num paper differs" title="ours ({ours:.2f} mm) differs by more than '
+        f'{HD95_THRESHOLD_MM} mm">6.41{mark}</td>'
+    ) in mean
+    # Every row of Table 2 marks exactly the cells that differ: class and ! together.
+    table2_html = html[html.index('data-table="table2"') :]
+    for row in run.summary["table2"]["rows"]:
+        flags = [
+            flag
+            for cell, paper in zip(row["cells"], row["published"], strict=True)
+            for flag in differs(Cell(**cell), paper)
+        ]
+        found = re.search(rf'<tr data-row="{row["key"]}"[^>]*>(.*?)</tr>', table2_html, re.S)
+        assert found.group(1).count(mark) == found.group(1).count("paper differs") == sum(flags)
     # The paper's per-vertebra numbers too, C1 of Test_public and Test_private.
     c1 = html[html.index('<tr data-row="C1"') :]
     assert ">0.951</td>" in c1[: c1.index("</tr>")] and ">0.957</td>" in c1[: c1.index("</tr>")]

@@ -176,14 +176,18 @@ def test_printout_in_the_paper_layout():
     text = format_table(split_table([A, B, C], ["test_public", "test_private"]))
     lines = text.splitlines()
     assert lines[0] == "Table 2: DSC and HD95 (mm) per vertebra"
-    assert "Test_public (2 cases)" in lines[2] and "Test_private (1 cases)" in lines[2]
-    column = ["DSC", "HD95", "mm", "n", "paper", "HD95"]
+    assert "Test_public (2 cases)" in lines[2] and "Test_private (1 case)" in lines[2]
+    column = ["DSC", "HD95", "mm", "n", "missed", "paper", "HD95"]
     assert lines[3].split() == ["Vertebra", *column, *column]
     assert [line.split()[0] for line in lines[4:7]] == ["L4", "L5", "L6"]  # empty rows left out
-    # Ours, then the paper's, "!" where they differ by more than 0.05 DSC or 2 mm.
+    # Ours (missed: blank when none), then the paper's, "!" where they differ by more than
+    # 0.05 DSC or 2 mm.
     assert lines[5].split() == [
-        "L5", "0.700", "3.50", "2", "0.969!", "1.49!", "0.000", "—", "1/0", "0.943!", "2.45",
+        "L5", "0.700", "3.50", "2", "0.969!", "1.49!", "0.000", "—", "1/0", "1", "0.943!", "2.45",
     ]  # fmt: skip
+    # The missed count sits in its column: right-aligned under "missed".
+    assert lines[3].index("missed") + len("missed") == lines[6].index(" 1 ") + 2
+    assert "missed = cases where the vertebra is in the ground truth and not predicted" in text
     assert "C1" not in text
     mean = next(line for line in lines if line.startswith("Mean of Vertebrae"))
     assert mean.split()[3:] == [

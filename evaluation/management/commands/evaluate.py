@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 from tqdm import tqdm
@@ -6,7 +8,9 @@ from evaluation import table2
 from evaluation.case_metrics import MISSING
 from evaluation.evaluate import EvaluationError, run_evaluation
 from evaluation.models import EVALUATED_SPLITS
+from evaluation.reference_sets import set_aside_phrase
 from evaluation.reports import missing_phrase
+from evaluation.result_files import notes_path
 
 
 class Command(BaseCommand):
@@ -101,13 +105,23 @@ class Command(BaseCommand):
             for result in notes:
                 self.stdout.write(f"  {result.case_id}: {'; '.join(result.level_summary)}")
             self.stdout.write("")
+        set_aside = set_aside_phrase(run.summary.get("set_aside", []))
+        if set_aside:
+            self.stdout.write(
+                f"Set aside (not scored as C1-L6): {set_aside}. Background in the ground "
+                "truth, and not scored in the prediction either."
+            )
+            self.stdout.write("")
         self.stdout.write(
             f"run {run.pk} '{run.name}': {run.cases_evaluated} of {run.cases_expected} cases "
             f"evaluated, {missing_phrase(run)}, {run.cases_failed} with a "
             f"grid mismatch or unreadable file, {len(run.unmatched_files)} files not used "
             f"({run.seconds:.1f} s, {run.workers} worker{'s' if run.workers > 1 else ''})"
         )
-        for path in (run.table_csv_path, run.labels_csv_path, run.json_path):
+        if run.table_csv_path:
+            table = Path(run.table_csv_path)
+            self.stdout.write(f"wrote {table} (its notes: {notes_path(table).name})")
+        for path in (run.labels_csv_path, run.json_path):
             if path:
                 self.stdout.write(f"wrote {path}")
         self.stdout.write(f"see {reverse('evaluation:run', args=[run.pk])}")
