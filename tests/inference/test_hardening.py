@@ -8,15 +8,18 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from inference.dicom_zip import check_decoded_size
+from ctspine.imaging.volume_io import write_nifti
+from inference.dicom_zip import _ras_affine, _voxels, check_decoded_size
 from inference.models import SegmentationJob, Upload
 from inference.tasks import enqueue, reap_dead_jobs
 from inference.uploads import UploadError
@@ -69,6 +72,54 @@ def test_deflate_bomb_outside_the_pixels_is_refused_in_bounded_memory(api, model
     )
     assert peak.mib < REFUSAL_BUDGET_MIB, f"the refusal took {peak.mib:.0f} MiB"
     assert not Upload.objects.exists() and files_under(media) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        # 6 MB of private tag before Rows: pydicom stops reading the header at 4 MB.
+        (
+            {"private_bytes": 6 << 20},
+            "its header, the tags before the pixel data, is larger than 4 MB or cannot be read",
+        ),
+        # No preamble: pydicom refuses the file, GDCM reads it (and inflates it) all the same.
+        ({"preamble": False}, "not a DICOM file: no 'DICM' marker at byte 128"),
+    ],
+    ids=["header-beyond-4MB", "no-preamble"],
+)
+def test_deflated_dicom_whose_size_cannot_be_read_is_refused(
+    api, model, media, tmp_path, options, reason
+):
+    # Two 8192 x 8192 slices again, but hiding their size from the header check: before the fix
+    # the check skipped such files and SimpleITK decoded them (+600 MiB per slice).
+    bomb = deflated_dicom_zip(tmp_path / "bomb.zip", rows=8192, columns=8192, slices=2, **options)
+    with peak_rss_growth() as peak:
+        response = post_image(api, bomb, "bomb.zip")
+    assert response.status_code == 400, response.content
+    message = response.json()["error"]
+    assert message.startswith(
+        "bomb.zip: 2 file(s) are not DICOM images whose size can be read from their header:"
+        f" series/slice000.dcm ({reason}), series/slice001.dcm ({reason})."
+    ), message
+    assert peak.mib < REFUSAL_BUDGET_MIB, f"the refusal took {peak.mib:.0f} MiB"
+    assert not Upload.objects.exists() and files_under(media) == []
+
+
+def test_a_converted_series_keeps_simpleitks_geometry(tmp_path):
+    # An oblique image: the affine written through the project's NIfTI writer is the one
+    # SimpleITK's own writer puts in the header (LPS -> RAS).
+    image = sitk.Image(5, 4, 3, sitk.sitkInt16)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((-12.0, 30.5, 101.0))
+    rotation = sitk.VersorTransform((0.3, -0.2, 1.0), 0.4).GetMatrix()
+    image.SetDirection(rotation)
+    image[1, 2, 0] = 77
+    sitk.WriteImage(image, str(tmp_path / "sitk.nii.gz"))
+    ours = write_nifti(tmp_path / "ours.nii.gz", _voxels(image), _ras_affine(image))
+    theirs, written = nib.load(tmp_path / "sitk.nii.gz"), nib.load(ours)
+    assert np.allclose(written.affine, theirs.affine, atol=1e-5)
+    assert np.array_equal(np.asanyarray(written.dataobj), np.asanyarray(theirs.dataobj))
+    assert written.dataobj[1, 2, 0] == 77
 
 
 def test_dicom_series_beyond_the_voxel_cap_is_refused_from_its_headers(tmp_path):
