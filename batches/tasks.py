@@ -22,7 +22,7 @@ from batches import evaluation
 from batches.models import Batch
 from evaluation.evaluate import EvaluationError
 from inference.jobs import stale_after_s
-from inference.tasks import dead_jobs_reaped, segment_job
+from inference.tasks import dead_jobs_reaped, failure_text, segment_job
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,15 @@ def evaluate_batch(batch_id: int) -> str:
     try:
         run = evaluation.evaluate_batch(batch)
     except EvaluationError as exc:
-        Batch.objects.fail_evaluation(batch_id, f"The evaluation could not run: {exc}")
-        return f"failed: {exc}"
+        logger.warning("the evaluation of batch %s could not run: %s", batch_id, exc)
+        message = f"The evaluation could not run: {failure_text(exc)}"
+        Batch.objects.fail_evaluation(batch_id, message)
+        return f"failed: {failure_text(exc)}"
     except Exception as exc:
         Batch.objects.fail_evaluation(
             batch_id,
-            f"The evaluation failed unexpectedly ({type(exc).__name__}: {exc}). The worker's log"
-            " has the details.",
+            f"The evaluation failed unexpectedly ({type(exc).__name__}: {failure_text(exc)})."
+            " The worker's log has the details.",
         )
         raise
     Batch.objects.record_evaluation(batch_id, run)
@@ -57,7 +59,8 @@ def enqueue_evaluation(batch_id: int) -> None:
     except Exception as exc:  # any backend error (Redis down, database locked) is told the user
         logger.exception("could not enqueue the evaluation of batch %s", batch_id)
         Batch.objects.fail_evaluation(
-            batch_id, f"The evaluation could not be queued ({type(exc).__name__}: {exc})."
+            batch_id,
+            f"The evaluation could not be queued ({type(exc).__name__}: {failure_text(exc)}).",
         )
 
 

@@ -5,6 +5,8 @@ request (``tests.support.memory``), which sees the C allocations of SimpleITK, z
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from datetime import timedelta
 
@@ -19,9 +21,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ctspine.imaging.volume_io import write_nifti
+from inference import tasks
 from inference.dicom_zip import _ras_affine, _voxels, check_decoded_size
 from inference.models import SegmentationJob, Upload
-from inference.tasks import enqueue, reap_dead_jobs
+from inference.tasks import enqueue, failure_text, reap_dead_jobs
 from inference.uploads import UploadError
 from tests.inference.conftest import files_under, phantom_volumes, run_db_worker
 from tests.inference.test_uploads import nifti_bytes
@@ -338,3 +341,46 @@ def test_the_task_row_of_a_live_job_stays_running(user, model, settings):
     SegmentationJob.objects.claim(job.pk, worker="alive:1", task_id=task_id)  # heartbeat now
     assert reap_dead_jobs() == []
     assert DBTaskResult.objects.get(id=task_id).status == "RUNNING"
+
+
+# --- 10: messages name files, not the server's paths to them --------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the job's task runs after the upload commits
+def test_a_job_failing_on_a_server_file_names_the_file_not_its_path(
+    api, model, media, monkeypatch, settings
+):
+    settings.CTSPINE_TASKS_BACKEND = "db"
+    hidden = media / "jobs" / "results" / "prediction.nii.gz"
+
+    def denied(job, monitor):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(hidden))
+
+    monkeypatch.setattr(tasks, "_run", denied)
+    small = nifti_bytes(np.zeros((8, 8, 8), dtype=np.int16))
+    created = api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", small)}, format="multipart"
+    )
+    run_db_worker()
+    job = SegmentationJob.objects.get(pk=created.json()["job"]["id"])
+    assert job.status == SegmentationJob.Status.FAILED
+    assert job.error == (
+        "Segmentation failed unexpectedly (PermissionError: prediction.nii.gz: Permission"
+        " denied). The worker's log has the details."
+    )
+    shown = api.get(f"/api/jobs/{job.pk}/").content.decode()
+    assert str(media) not in shown and "prediction.nii.gz: Permission denied" in shown
+    row = DBTaskResult.objects.get(id=job.task_id)
+    assert str(hidden) in row.traceback  # the operator's record keeps the whole path
+
+
+def test_failure_text_leaves_out_the_servers_folders(settings, tmp_path):
+    settings.CTSPINE_MEDIA_DIR = tmp_path / "media"
+    settings.CTSPINE_CACHE_DIR = tmp_path / "media" / "cache"  # nested: the deepest goes first
+    error = RuntimeError(
+        f"cannot open {tmp_path}/media/jobs/3/out.nii.gz nor {tmp_path}/media/cache/x/volume.b2nd"
+    )
+    assert failure_text(error) == "cannot open jobs/3/out.nii.gz nor x/volume.b2nd"
+    wrapped = ValueError("no predictions")
+    wrapped.__cause__ = FileNotFoundError(2, "No such file or directory", f"{tmp_path}/p/a.nii.gz")
+    assert failure_text(wrapped) == "a.nii.gz: No such file or directory"
