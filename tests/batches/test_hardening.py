@@ -4,12 +4,17 @@ worker died does not stay RUNNING (item 12)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from batches import services
 from batches import tasks as batch_tasks
 from batches.models import Batch
 from evaluation.evaluate import EvaluationError
+from inference.tasks import reap_dead_jobs
 
 
 @pytest.fixture
@@ -60,3 +65,55 @@ def test_an_unexpected_evaluation_failure_names_the_file_without_its_path(
         "The evaluation failed unexpectedly (PermissionError: metrics.csv: Permission denied)."
         " The worker's log has the details."
     )
+
+
+# --- 12: the task row of an evaluation whose worker died ------------------------------------------
+
+
+def evaluation_row_of_a_dead_worker(batch: Batch, *, attempts: int) -> DBTaskResult:
+    """The batch's evaluation task taken by a worker that then died an hour ago: the row stays
+    RUNNING, the batch evaluating without a heartbeat."""
+    batch_tasks.enqueue_evaluation(batch.pk)
+    row = DBTaskResult.objects.get(task_path=batch_tasks.evaluate_batch.module_path)
+    long_ago = timezone.now() - timedelta(hours=1)
+    DBTaskResult.objects.filter(pk=row.pk).update(status="RUNNING", started_at=long_ago)
+    Batch.objects.filter(pk=batch.pk).update(
+        evaluation_beat_at=long_ago, evaluation_attempts=attempts
+    )
+    return row
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("attempts", "outcome"), [(1, "evaluation re-queued"), (2, "failed")])
+def test_the_task_row_of_a_dead_evaluation_is_failed_when_it_is_reaped(
+    evaluating, batch_settings, attempts, outcome
+):
+    batch_settings.CTSPINE_TASKS_BACKEND = "db"
+    dead = evaluation_row_of_a_dead_worker(evaluating, attempts=attempts)
+
+    reap_dead_jobs()  # as workers, reap_jobs and segment_split --wait do
+
+    evaluating.refresh_from_db()
+    assert (evaluating.status == Batch.Status.FAILED) is (outcome == "failed")
+    dead.refresh_from_db()
+    assert dead.status == "FAILED" and dead.finished_at is not None
+    assert dead.exception_class_path == "batches.tasks.WorkerDied"
+    assert dead.traceback.startswith("The worker running this evaluation stopped")
+    others = DBTaskResult.objects.filter(task_path=batch_tasks.evaluate_batch.module_path).exclude(
+        pk=dead.pk
+    )
+    # A re-queued evaluation has a row of its own, waiting for a worker; a failed batch none.
+    expected = ["READY"] if outcome != "failed" else []
+    assert list(others.values_list("status", flat=True)) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_task_row_of_a_live_evaluation_stays_running(evaluating, batch_settings):
+    batch_settings.CTSPINE_TASKS_BACKEND = "db"
+    row = evaluation_row_of_a_dead_worker(evaluating, attempts=1)
+    Batch.objects.beat_evaluation(evaluating.pk)  # it beats after all: a long evaluation
+    reap_dead_jobs()
+    row.refresh_from_db()
+    assert row.status == "RUNNING"
+    evaluating.refresh_from_db()
+    assert evaluating.status == Batch.Status.EVALUATING and evaluating.evaluation_attempts == 1
