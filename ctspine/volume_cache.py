@@ -243,6 +243,19 @@ class VolumeCache:
                 raise
         return self.get(source_path, kind=kind).as_volume()
 
+    def delete_source(self, source_path: str | os.PathLike) -> list[str]:
+        """Delete the entries made from the file at ``source_path``, of every kind and version
+        (the file itself is being deleted); returns the keys deleted. An entry being converted
+        right now (locked) is left to eviction."""
+        resolved = SourceIdentity(path=str(Path(source_path).resolve()), size=0, mtime_ns=0)
+        deleted = []
+        for kind in KINDS:
+            path_hash = resolved.key(kind).split("-")[0]  # shared by every version of the path
+            for directory in self._volumes_dir.glob(f"{path_hash}-*"):
+                if self._delete_entry(directory.name):
+                    deleted.append(directory.name)
+        return deleted
+
     def discard_damaged(self, error: StoreError) -> bool:
         """After ``error`` was raised reading an open entry's store (changed or damaged since it
         was opened): forget the open store and delete the entry, so that the next :meth:`get`

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ctspine.imaging.volume_io import write_nifti
+from ctspine.volume_cache import SourceIdentity
 from inference import tasks
 from inference.dicom_zip import _ras_affine, _voxels, check_decoded_size
 from inference.models import SegmentationJob, Upload
@@ -30,6 +31,7 @@ from tests.inference.conftest import files_under, phantom_volumes, run_db_worker
 from tests.inference.test_uploads import nifti_bytes
 from tests.support.hostile_files import deflated_dicom_zip, nifti_with_vox_offset
 from tests.support.memory import peak_rss_growth
+from viewer.tiles.volumes import volume_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -264,6 +266,35 @@ def test_owner_deletes_a_finished_job_then_the_upload_and_nothing_is_left(
     assert api.delete(f"/api/uploads/{upload_id}/").status_code == 204
     assert not Upload.objects.exists()
     assert files_under(media) == []
+
+
+@pytest.mark.django_db(transaction=True)  # the task is enqueued when the transaction commits
+def test_deleting_a_job_and_its_upload_deletes_their_volume_cache_entries(
+    api, model, media, settings, tmp_path
+):
+    settings.CTSPINE_CACHE_DIR = tmp_path / "cache"  # a cache of this test's own
+    image = nifti_bytes(phantom_volumes(shape=(48, 48, 32))[0])
+    created = api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", image)}, format="multipart"
+    )
+    upload_id, job_id = created.json()["upload"]["id"], created.json()["job"]["id"]
+    run_db_worker()
+    assert api.get(f"/api/jobs/{job_id}/slices/axial/10.png").status_code == 200
+    cache = volume_cache()
+    cache.wait()
+    prediction = media / SegmentationJob.objects.get(pk=job_id).prediction_path
+    upload_image = media / Upload.objects.get(pk=upload_id).image_path
+    entries = {entry.key for entry in cache.entries()}
+    image_key = SourceIdentity.of(upload_image).key("image")
+    prediction_key = SourceIdentity.of(prediction).key("label")
+    assert {image_key, prediction_key} <= entries  # the tile put both in the cache
+
+    assert api.delete(f"/api/jobs/{job_id}/").status_code == 204
+    assert prediction_key not in {entry.key for entry in cache.entries()}
+    assert image_key in {entry.key for entry in cache.entries()}  # the upload is still there
+    assert api.delete(f"/api/uploads/{upload_id}/").status_code == 204
+    assert cache.entries() == []
+    assert files_under(settings.CTSPINE_CACHE_DIR / "volumes") == []
 
 
 def test_a_running_job_and_its_upload_cannot_be_deleted(api, model, media, user):
