@@ -12,17 +12,22 @@ running batch without an active case is closed, which also catches a case failed
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.dispatch import receiver
+from django.utils import timezone
 from django_tasks import task
+from django_tasks.base import TaskResultStatus
 from django_tasks.signals import task_finished
+from django_tasks_db.models import DBTaskResult
 
 from batches import evaluation
 from batches.models import Batch
 from evaluation.evaluate import EvaluationError
 from inference.jobs import stale_after_s
-from inference.tasks import dead_jobs_reaped, segment_job
+from inference.tasks import dead_jobs_reaped, failure_text, segment_job
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +41,15 @@ def evaluate_batch(batch_id: int) -> str:
     try:
         run = evaluation.evaluate_batch(batch)
     except EvaluationError as exc:
-        Batch.objects.fail_evaluation(batch_id, f"The evaluation could not run: {exc}")
-        return f"failed: {exc}"
+        logger.warning("the evaluation of batch %s could not run: %s", batch_id, exc)
+        message = f"The evaluation could not run: {failure_text(exc)}"
+        Batch.objects.fail_evaluation(batch_id, message)
+        return f"failed: {failure_text(exc)}"
     except Exception as exc:
         Batch.objects.fail_evaluation(
             batch_id,
-            f"The evaluation failed unexpectedly ({type(exc).__name__}: {exc}). The worker's log"
-            " has the details.",
+            f"The evaluation failed unexpectedly ({type(exc).__name__}: {failure_text(exc)})."
+            " The worker's log has the details.",
         )
         raise
     Batch.objects.record_evaluation(batch_id, run)
@@ -57,7 +64,8 @@ def enqueue_evaluation(batch_id: int) -> None:
     except Exception as exc:  # any backend error (Redis down, database locked) is told the user
         logger.exception("could not enqueue the evaluation of batch %s", batch_id)
         Batch.objects.fail_evaluation(
-            batch_id, f"The evaluation could not be queued ({type(exc).__name__}: {exc})."
+            batch_id,
+            f"The evaluation could not be queued ({type(exc).__name__}: {failure_text(exc)}).",
         )
 
 
@@ -85,7 +93,46 @@ def reap_dead_evaluations(sender, **kwargs) -> list[tuple[int, str]]:
     )
     for batch_id, what in changed:
         logger.warning("batch %s: its evaluation's worker died -> %s", batch_id, what)
+    if changed:
+        fail_dead_evaluation_rows([batch_id for batch_id, _ in changed], stale_after_s())
     return changed
+
+
+def fail_dead_evaluation_rows(batch_ids: list[int], stale_after_s: float) -> int:
+    """Mark FAILED the ``django_tasks_db`` rows of the evaluation tasks of ``batch_ids`` (whose
+    evaluations were just reaped) still RUNNING, started more than ``stale_after_s`` seconds ago:
+    their worker died, and the backend itself would show them running forever (a re-queued task
+    has a row of its own, started later). Returns how many were failed."""
+    if settings.CTSPINE_TASKS_BACKEND != "db":
+        return 0
+    now = timezone.now()
+    running = DBTaskResult.objects.filter(
+        status=TaskResultStatus.RUNNING,
+        task_path=evaluate_batch.module_path,
+        started_at__lt=now - timedelta(seconds=stale_after_s),
+    )
+    reaped = set(batch_ids)
+    dead = [
+        row.pk for row in running.only("id", "args_kwargs") if _batch_of(row.args_kwargs) in reaped
+    ]
+    return running.filter(pk__in=dead).update(
+        status=TaskResultStatus.FAILED,
+        finished_at=now,
+        exception_class_path="batches.tasks.WorkerDied",
+        traceback=(
+            f"The worker running this evaluation stopped: no heartbeat for more than"
+            f" {stale_after_s:g} s. The batch's evaluation was re-queued or failed by the reaper."
+        ),
+    )
+
+
+def _batch_of(args_kwargs) -> int | None:
+    """The batch id an ``evaluate_batch`` task row was enqueued with."""
+    try:
+        args, kwargs = args_kwargs.get("args") or [], args_kwargs.get("kwargs") or {}
+        return int(args[0] if args else kwargs["batch_id"])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 @receiver(task_finished)

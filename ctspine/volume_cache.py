@@ -237,8 +237,41 @@ class VolumeCache:
 
     def read_volume(self, source_path: str | os.PathLike, *, kind: str = "image") -> Volume:
         """:func:`.volume_io.read_volume` through the cache: the file is decoded from its store
-        (converted first if it has none), and it is warm for the viewer afterwards."""
+        (converted first if it has none), and it is warm for the viewer afterwards. A store found
+        damaged while it is read is converted again from the source, once."""
+        try:
+            return self.get(source_path, kind=kind).as_volume()
+        except StoreError as exc:
+            if not self.discard_damaged(exc):
+                raise
         return self.get(source_path, kind=kind).as_volume()
+
+    def delete_source(self, source_path: str | os.PathLike) -> list[str]:
+        """Delete the entries made from the file at ``source_path``, of every kind and version
+        (the file itself is being deleted); returns the keys deleted. An entry being converted
+        right now (locked) is left to eviction."""
+        resolved = SourceIdentity(path=str(Path(source_path).resolve()), size=0, mtime_ns=0)
+        deleted = []
+        for kind in KINDS:
+            path_hash = resolved.key(kind).split("-")[0]  # shared by every version of the path
+            for directory in self._volumes_dir.glob(f"{path_hash}-*"):
+                if self._delete_entry(directory.name):
+                    deleted.append(directory.name)
+        return deleted
+
+    def discard_damaged(self, error: StoreError) -> bool:
+        """After ``error`` was raised reading an open entry's store (changed or damaged since it
+        was opened): forget the open store and delete the entry, so that the next :meth:`get`
+        converts the source again. Returns False, doing nothing, when ``error`` is not about a
+        store of this cache. Callers retry once and report a second error."""
+        path = getattr(error, "path", None)
+        if path is None or Path(path).parent.parent != self._volumes_dir:
+            return False
+        key = Path(path).parent.name
+        logger.warning("volume cache store %s is damaged (%s); converting it again", path, error)
+        self._forget(key)
+        self._delete_entry(key)  # not if locked: being converted again right now
+        return True
 
     def _get(self, source: SourceIdentity, kind: str) -> CachedVolume:
         key = source.key(kind)

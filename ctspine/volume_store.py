@@ -16,8 +16,8 @@ of 8 clients (docs/performance.md).
 Files are written atomically (temporary file, ``os.replace``; fsync unless the caller checks the
 CRC-32 on every open, as the volume cache does). :func:`open_store` checks
 what it can before anything is read (size, header, shape, dtype; optionally the CRC-32 of the whole
-file) and raises :class:`StoreError` with the file and the reason; a block found damaged when read
-raises it too.
+file) and raises :class:`StoreError` with the file (its folder and name: users may see the message)
+and the reason; a block found damaged when read raises it too.
 """
 
 from __future__ import annotations
@@ -46,7 +46,20 @@ _STORAGE_AXIS = {0: 2, 1: 1, 2: 0}
 
 
 class StoreError(VolumeError):
-    """A store file that is missing, truncated, damaged or not what its caller expected."""
+    """A store file that is missing, truncated, damaged or not what its caller expected.
+
+    The message, which users may see, names the file by its folder and name only
+    (``<entry>/volume.b2nd``); ``path`` is the full path, for logs and for the cache to rebuild
+    the entry."""
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _shown(path: Path) -> str:
+    """How a message names a store file: its folder and name, not the server's path to it."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 @dataclass(frozen=True)
@@ -148,22 +161,29 @@ def open_store(
     try:
         actual_size = path.stat().st_size
     except OSError as exc:
-        raise StoreError(f"{path}: cannot read the store file ({exc.strerror})") from exc
+        raise StoreError(
+            f"{_shown(path)}: cannot read the store file ({exc.strerror})", path=path
+        ) from exc
     if size is not None and actual_size != size:
-        raise StoreError(f"{path}: {actual_size} bytes, expected {size} (truncated or replaced)")
+        raise StoreError(
+            f"{_shown(path)}: {actual_size} bytes, expected {size} (truncated or replaced)",
+            path=path,
+        )
     if crc32 is not None and file_crc32(path) != crc32:
-        raise StoreError(f"{path}: checksum mismatch (the file is damaged)")
+        raise StoreError(f"{_shown(path)}: checksum mismatch (the file is damaged)", path=path)
     try:
         array = blosc2.open(str(path), mode="r")
     except (RuntimeError, ValueError, OSError) as exc:
-        raise StoreError(f"{path}: not a readable blosc2 store ({exc})") from exc
+        raise StoreError(f"{_shown(path)}: not a readable blosc2 store", path=path) from exc
     if not isinstance(array, blosc2.NDArray) or array.ndim != 3:
-        raise StoreError(f"{path}: not a 3D volume store")
+        raise StoreError(f"{_shown(path)}: not a 3D volume store", path=path)
     ras_shape = tuple(int(n) for n in array.shape[::-1])
     if shape is not None and ras_shape != tuple(shape):
-        raise StoreError(f"{path}: shape {ras_shape}, expected {tuple(shape)}")
+        raise StoreError(f"{_shown(path)}: shape {ras_shape}, expected {tuple(shape)}", path=path)
     if dtype is not None and array.dtype != np.dtype(dtype):
-        raise StoreError(f"{path}: dtype {array.dtype}, expected {np.dtype(dtype)}")
+        raise StoreError(
+            f"{_shown(path)}: dtype {array.dtype}, expected {np.dtype(dtype)}", path=path
+        )
     stat = path.stat()
     return StoredVolume(
         path=path, array=array, slabs=slabs, token=(str(path), stat.st_ino, stat.st_mtime_ns)
@@ -212,7 +232,8 @@ class StoredVolume:
             return np.asarray(self._array[storage_key])
         except RuntimeError as exc:
             raise StoreError(
-                f"{self.path}: a block cannot be decoded (the file is damaged)"
+                f"{_shown(self.path)}: a block cannot be decoded (the file is damaged)",
+                path=self.path,
             ) from exc
 
     def __getitem__(self, key) -> np.ndarray:

@@ -6,12 +6,13 @@ checks that the files are one evenly spaced series and converts it with SimpleIT
 DICOM geometry (LPS) and writes it as the NIfTI affine (RAS). The series is held in memory once,
 while it is converted, and only after its decoded size (rows x columns x slices x bytes, read
 from the headers with bounded memory) passed the limits: DICOM's own compression (deflate, JPEG
-2000) hides that size from the zip's. Refusals are :class:`inference.uploads.UploadError`.
+2000) hides that size from the zip's, and a file whose header does not give it is refused, never
+handed to SimpleITK unsized. The NIfTI is written by :func:`ctspine.imaging.volume_io.write_nifti`
+(atomically). Refusals are :class:`inference.uploads.UploadError`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import zipfile
@@ -29,6 +30,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from ctspine.imaging.volume_io import write_nifti
 from inference.uploads import MAX_VOXELS, IncomingFile, UploadError
 
 # Files a zip tool or an operating system adds beside the images; skipped, not refused.
@@ -176,10 +178,11 @@ def dicom_series_to_nifti(
 ) -> DicomFacts:
     """Convert the DICOM files ``files`` (path -> name shown in messages) into one NIfTI image
     ``output`` (``.nii.gz``), written atomically, with the series geometry (LPS in DICOM, RAS in
-    the NIfTI header, as SimpleITK converts it).
+    the NIfTI header, the affine SimpleITK's own NIfTI writer would give).
 
     Refused before any pixel is decoded: a series larger than ``max_decoded_bytes`` or
-    :data:`inference.uploads.MAX_VOXELS` once decoded (see :func:`check_decoded_size`). Refused
+    :data:`inference.uploads.MAX_VOXELS` once decoded, or with a file whose size its header does
+    not give (see :func:`check_decoded_size`). Refused
     then: files that are not DICOM images (named), several series (listed), slices with
     differing orientation or size, two slices at one position, unevenly spaced slices (a missing
     slice), multi-frame files. The slices are ordered along the slice normal, not by file name.
@@ -212,13 +215,7 @@ def dicom_series_to_nifti(
         raise UploadError(f"{name}: the DICOM series cannot be read ({_first_line(exc)})") from None
     if image.GetPixelID() == sitk.sitkFloat64:
         image = sitk.Cast(image, sitk.sitkFloat32)  # rescaled values; float32 holds HU exactly
-    partial = output.with_name(f".{output.name.removesuffix('.nii.gz')}.part.nii.gz")
-    try:
-        sitk.WriteImage(image, str(partial), True, 1)
-        _fsync(partial)
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_nifti(output, _voxels(image), _ras_affine(image))
     modality = ordered[0].modality
     warnings = ()
     if modality and modality != "CT":
@@ -261,10 +258,29 @@ def check_decoded_size(files: dict[Path, str], *, name: str, max_bytes: int) -> 
     than :data:`inference.uploads.MAX_VOXELS` once decoded: rows x columns x frames x bytes per
     voxel of every file, from the headers alone. Deflated files are then inflated in 1 MB steps
     and counted, all together against ``max_bytes`` (a deflate bomb need not sit in the pixels);
-    never more than a few MB of a file is held."""
-    sizes = {path: size for path in files if (size := _pixel_size(path)) is not None}
-    if not sizes:
-        return
+    never more than a few MB of a file is held.
+
+    A file whose size cannot be read from its header is refused here, named with the reason (not
+    a DICOM file, no ``DICM`` marker, a header beyond :data:`MAX_DICOM_HEADER_BYTES`, no Rows or
+    Columns): SimpleITK would read it, and decode its pixels, whatever their size."""
+    sizes: dict[Path, _PixelSize] = {}
+    unsized: list[str] = []
+    for path, shown in sorted(files.items(), key=lambda item: item[1]):
+        size = _pixel_size(path)
+        if isinstance(size, _PixelSize):
+            sizes[path] = size
+        else:
+            unsized.append(f"{shown} ({size})")
+    if unsized:
+        listed = ", ".join(unsized[:5]) + (
+            f" and {len(unsized) - 5} more" if len(unsized) > 5 else ""
+        )
+        raise UploadError(
+            f"{name}: {len(unsized)} file(s) are not DICOM images whose size can be read from"
+            f" their header: {listed}. The zip must hold the files of one DICOM series (DICOM"
+            " files with the 'DICM' marker) and nothing else",
+            field="image",
+        )
     total = sum(size.decoded_bytes for size in sizes.values())
     voxels = sum(size.voxels for size in sizes.values())
     largest = max(sizes.values(), key=lambda size: size.rows * size.columns)
@@ -298,20 +314,31 @@ def check_decoded_size(files: dict[Path, str], *, name: str, max_bytes: int) -> 
             )
 
 
-def _pixel_size(path: Path) -> _PixelSize | None:
-    """The decoded size of one DICOM file's pixels, or None when it is not a DICOM image."""
+_NOT_DICOM = "not a DICOM file: no 'DICM' marker at byte 128"
+_HEADER_TOO_LARGE = (
+    f"its header, the tags before the pixel data, is larger than"
+    f" {MAX_DICOM_HEADER_BYTES >> 20} MB or cannot be read"
+)
+_HEADER_UNREADABLE = "its header cannot be read"
+_NO_SIZE = "no image size (Rows, Columns) in its header"
+
+
+def _pixel_size(path: Path) -> _PixelSize | str:
+    """The decoded size of one DICOM file's pixels, or why it cannot be read from the header."""
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
     except (InvalidDicomError, OSError, ValueError, EOFError, struct_error):
-        return None
+        return _NOT_DICOM
     if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         header = _deflated_header(path)
-        return None if header is None else _size_from_header(header, deflated=True)
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if header is None:
+            return _HEADER_TOO_LARGE
+        return _size_from_header(header, deflated=True) or _NO_SIZE
+    try:  # values over 1 MB (a private tag) are left in the file, not read
+        header = pydicom.dcmread(path, stop_before_pixels=True, defer_size=1 << 20)
     except (InvalidDicomError, OSError, ValueError, EOFError, struct_error):
-        return None
-    return _size_from_header(header, deflated=False)
+        return _HEADER_UNREADABLE
+    return _size_from_header(header, deflated=False) or _NO_SIZE
 
 
 def _inflate(path: Path) -> Iterator[bytes]:
@@ -330,22 +357,32 @@ def _inflate(path: Path) -> Iterator[bytes]:
 
 
 def _deflated_header(path: Path):
-    """The tags before the pixel data of a deflated-syntax file (at most
-    :data:`MAX_DICOM_HEADER_BYTES` inflated), or None when they cannot be read."""
+    """The tags before the pixel data of a deflated-syntax file, or None when they cannot be read
+    or take more than :data:`MAX_DICOM_HEADER_BYTES` inflated."""
     head = b""
+    reached_pixels = False
+
+    def at_pixels(tag, vr, length) -> bool:
+        nonlocal reached_pixels
+        reached_pixels = reached_pixels or tag in _PIXEL_DATA_TAGS
+        return reached_pixels
+
     try:
         for out in _inflate(path):
             head += out
-            if len(head) >= MAX_DICOM_HEADER_BYTES:
+            if len(head) > MAX_DICOM_HEADER_BYTES:
                 break
-        return read_dataset(
+        header = read_dataset(
             DicomBytesIO(head[:MAX_DICOM_HEADER_BYTES]),
             is_implicit_VR=False,
             is_little_endian=True,
-            stop_when=lambda tag, vr, length: tag in _PIXEL_DATA_TAGS,
+            stop_when=at_pixels,
         )
     except (zlib.error, OSError, ValueError, EOFError, struct_error):
         return None
+    if len(head) > MAX_DICOM_HEADER_BYTES and not reached_pixels:
+        return None  # cut off: the tags went on past the limit
+    return header
 
 
 def _inflated_size(path: Path, *, limit: int) -> int:
@@ -475,6 +512,16 @@ def _first_line(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+def _voxels(image: sitk.Image) -> np.ndarray:
+    """The voxels of ``image`` indexed [i, j, k] as its affine maps them (a view, not a copy)."""
+    return sitk.GetArrayViewFromImage(image).transpose(2, 1, 0)
+
+
+def _ras_affine(image: sitk.Image) -> np.ndarray:
+    """The voxel -> world (RAS, mm) affine of ``image``, whose geometry SimpleITK gives in LPS:
+    what SimpleITK's own NIfTI writer puts in the header."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.array(image.GetSpacing(), dtype=float)
+    affine[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine

@@ -29,6 +29,7 @@ from inference.nnunet.config import check_model_folder
 from inference.tasks import enqueue
 from inference.uploads import IncomingFile, UploadError
 from viewer.models import Case
+from viewer.tiles.volumes import volume_cache
 
 
 def upload_limit_bytes() -> int:
@@ -256,23 +257,32 @@ def create_job(
 
 
 def delete_upload(upload: Upload) -> None:
-    """Delete an upload, its jobs and every file of them; JobStateError (409) while one of its
-    jobs runs (cancel it first)."""
+    """Delete an upload, its jobs and every file of them (their volume-cache entries too);
+    JobStateError (409) while one of its jobs runs (cancel it first)."""
     for job in upload.jobs.all():
         delete_job(job)
     folder = jobs.media_path(upload.image_path).parent
     upload.delete()
+    _delete_files(folder)
+
+
+def _delete_files(folder: Path) -> None:
+    """Delete ``folder`` and the volume-cache entries of the files in it."""
+    cache = volume_cache()
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        if path.is_file():
+            cache.delete_source(path)
     shutil.rmtree(folder, ignore_errors=True)
 
 
 def delete_job(job: SegmentationJob) -> None:
-    """Delete a job that is not running, and its result files; JobStateError (409) while it runs
-    (its worker is writing there: cancel it first)."""
+    """Delete a job that is not running, and its result files with their volume-cache entries;
+    JobStateError (409) while it runs (its worker is writing there: cancel it first)."""
     if not job.delete_unless_running():
         raise JobStateError(
             f"job {job.pk} is running; cancel it, then delete it once it has stopped"
         )
-    shutil.rmtree(jobs.results_dir(job), ignore_errors=True)
+    _delete_files(jobs.results_dir(job))
 
 
 def cancel_job(job: SegmentationJob) -> SegmentationJob:

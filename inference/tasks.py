@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
@@ -185,7 +186,7 @@ def enqueue(job_id: int) -> None:
         logger.exception("could not enqueue segmentation job %s", job_id)
         SegmentationJob.objects.fail_queued(
             job_id,
-            f"The job could not be queued ({type(exc).__name__}: {exc}). Is the"
+            f"The job could not be queued ({type(exc).__name__}: {failure_text(exc)}). Is the"
             f" {settings.CTSPINE_TASKS_BACKEND!r} task backend reachable?",
         )
         return
@@ -209,9 +210,29 @@ def readable_error(exc: BaseException) -> str:
             " more (GPU) memory."
         )
     return (
-        f"Segmentation failed unexpectedly ({type(exc).__name__}: {exc}). The worker's log has"
-        " the details."
+        f"Segmentation failed unexpectedly ({type(exc).__name__}: {failure_text(exc)}). The"
+        " worker's log has the details."
     )
+
+
+def failure_text(exc: BaseException) -> str:
+    """The message of ``exc`` as a user may see it: an OSError (or an error it caused) by its
+    reason and its file's name, any other message without the server's paths to the data, media
+    and cache folders (paths below them stay, relative). The worker's log keeps the full text."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        if cause.filename is None:
+            return cause.strerror
+        return f"{Path(os.fsdecode(cause.filename)).name}: {cause.strerror}"
+    text = str(exc)
+    roots = {
+        str(Path(folder))
+        for name in ("CTSPINE_DATA_ROOT", "CTSPINE_MEDIA_DIR", "CTSPINE_CACHE_DIR", "BASE_DIR")
+        if (folder := getattr(settings, name, None))
+    }
+    for root in sorted(roots, key=len, reverse=True):  # the deepest first
+        text = text.replace(f"{root}{os.sep}", "").replace(root, "(server folder)")
+    return text
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ stops a run.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 from ctspine.dataset.layout import CaseFiles, PathOutsideRoot, resolve_inside
 from ctspine.imaging import volume_io
 from ctspine.imaging.label_stats import LabelSummary, LabelValueError, summarize_labels
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,23 @@ def read_case(root: Path, files: CaseFiles, *, label_stats: bool) -> CaseReading
     except (volume_io.VolumeError, LabelValueError, PathOutsideRoot) as exc:
         reading.error = str(exc)
     except OSError as exc:
-        reading.error = f"could not read the files: {exc}"
+        # The message reaches users: the file relative to the root and the reason, no server path.
+        logger.warning("case %s: could not read its files", files.case_id, exc_info=True)
+        reading.error = (
+            f"could not read {_shown(root, exc.filename)}: {exc.strerror or type(exc).__name__}"
+        )
     return reading
+
+
+def _shown(root: Path, filename) -> str:
+    """How a message names a file: relative to the data root, else by its name alone."""
+    if not filename:
+        return "the files"
+    path = Path(os.fsdecode(filename))
+    for base in (Path(root).resolve(), Path(root)):
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return path.name
 
 
 def _read_into(reading: CaseReading, root: Path, files: CaseFiles, *, label_stats: bool) -> None:

@@ -142,6 +142,11 @@ AXES_FAILURE_LIMIT = int(env("CTSPINE_LOGIN_FAILURES", "5"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(env("CTSPINE_LOGIN_COOLOFF_MIN", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Behind CTSPINE_TRUSTED_PROXIES reverse proxies (1: the nginx of docker-compose.yml) the address
+# is read from X-Forwarded-For, as the outermost trusted proxy saw it (ctspine_site.client_ip);
+# 0 (default): REMOTE_ADDR, for a server that clients reach directly.
+CTSPINE_TRUSTED_PROXIES = int(env("CTSPINE_TRUSTED_PROXIES", "0"))
+AXES_CLIENT_IP_CALLABLE = "ctspine_site.client_ip.client_ip"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -5,25 +5,33 @@ request (``tests.support.memory``), which sees the C allocations of SimpleITK, z
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from datetime import timedelta
 
+import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from inference.dicom_zip import check_decoded_size
+from ctspine.imaging.volume_io import write_nifti
+from ctspine.volume_cache import SourceIdentity
+from inference import tasks
+from inference.dicom_zip import _ras_affine, _voxels, check_decoded_size
 from inference.models import SegmentationJob, Upload
-from inference.tasks import enqueue, reap_dead_jobs
+from inference.tasks import enqueue, failure_text, reap_dead_jobs
 from inference.uploads import UploadError
 from tests.inference.conftest import files_under, phantom_volumes, run_db_worker
 from tests.inference.test_uploads import nifti_bytes
 from tests.support.hostile_files import deflated_dicom_zip, nifti_with_vox_offset
 from tests.support.memory import peak_rss_growth
+from viewer.tiles.volumes import volume_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +77,54 @@ def test_deflate_bomb_outside_the_pixels_is_refused_in_bounded_memory(api, model
     )
     assert peak.mib < REFUSAL_BUDGET_MIB, f"the refusal took {peak.mib:.0f} MiB"
     assert not Upload.objects.exists() and files_under(media) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        # 6 MB of private tag before Rows: pydicom stops reading the header at 4 MB.
+        (
+            {"private_bytes": 6 << 20},
+            "its header, the tags before the pixel data, is larger than 4 MB or cannot be read",
+        ),
+        # No preamble: pydicom refuses the file, GDCM reads it (and inflates it) all the same.
+        ({"preamble": False}, "not a DICOM file: no 'DICM' marker at byte 128"),
+    ],
+    ids=["header-beyond-4MB", "no-preamble"],
+)
+def test_deflated_dicom_whose_size_cannot_be_read_is_refused(
+    api, model, media, tmp_path, options, reason
+):
+    # Two 8192 x 8192 slices again, but hiding their size from the header check: before the fix
+    # the check skipped such files and SimpleITK decoded them (+600 MiB per slice).
+    bomb = deflated_dicom_zip(tmp_path / "bomb.zip", rows=8192, columns=8192, slices=2, **options)
+    with peak_rss_growth() as peak:
+        response = post_image(api, bomb, "bomb.zip")
+    assert response.status_code == 400, response.content
+    message = response.json()["error"]
+    assert message.startswith(
+        "bomb.zip: 2 file(s) are not DICOM images whose size can be read from their header:"
+        f" series/slice000.dcm ({reason}), series/slice001.dcm ({reason})."
+    ), message
+    assert peak.mib < REFUSAL_BUDGET_MIB, f"the refusal took {peak.mib:.0f} MiB"
+    assert not Upload.objects.exists() and files_under(media) == []
+
+
+def test_a_converted_series_keeps_simpleitks_geometry(tmp_path):
+    # An oblique image: the affine written through the project's NIfTI writer is the one
+    # SimpleITK's own writer puts in the header (LPS -> RAS).
+    image = sitk.Image(5, 4, 3, sitk.sitkInt16)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((-12.0, 30.5, 101.0))
+    rotation = sitk.VersorTransform((0.3, -0.2, 1.0), 0.4).GetMatrix()
+    image.SetDirection(rotation)
+    image[1, 2, 0] = 77
+    sitk.WriteImage(image, str(tmp_path / "sitk.nii.gz"))
+    ours = write_nifti(tmp_path / "ours.nii.gz", _voxels(image), _ras_affine(image))
+    theirs, written = nib.load(tmp_path / "sitk.nii.gz"), nib.load(ours)
+    assert np.allclose(written.affine, theirs.affine, atol=1e-5)
+    assert np.array_equal(np.asanyarray(written.dataobj), np.asanyarray(theirs.dataobj))
+    assert written.dataobj[1, 2, 0] == 77
 
 
 def test_dicom_series_beyond_the_voxel_cap_is_refused_from_its_headers(tmp_path):
@@ -212,6 +268,35 @@ def test_owner_deletes_a_finished_job_then_the_upload_and_nothing_is_left(
     assert files_under(media) == []
 
 
+@pytest.mark.django_db(transaction=True)  # the task is enqueued when the transaction commits
+def test_deleting_a_job_and_its_upload_deletes_their_volume_cache_entries(
+    api, model, media, settings, tmp_path
+):
+    settings.CTSPINE_CACHE_DIR = tmp_path / "cache"  # a cache of this test's own
+    image = nifti_bytes(phantom_volumes(shape=(48, 48, 32))[0])
+    created = api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", image)}, format="multipart"
+    )
+    upload_id, job_id = created.json()["upload"]["id"], created.json()["job"]["id"]
+    run_db_worker()
+    assert api.get(f"/api/jobs/{job_id}/slices/axial/10.png").status_code == 200
+    cache = volume_cache()
+    cache.wait()
+    prediction = media / SegmentationJob.objects.get(pk=job_id).prediction_path
+    upload_image = media / Upload.objects.get(pk=upload_id).image_path
+    entries = {entry.key for entry in cache.entries()}
+    image_key = SourceIdentity.of(upload_image).key("image")
+    prediction_key = SourceIdentity.of(prediction).key("label")
+    assert {image_key, prediction_key} <= entries  # the tile put both in the cache
+
+    assert api.delete(f"/api/jobs/{job_id}/").status_code == 204
+    assert prediction_key not in {entry.key for entry in cache.entries()}
+    assert image_key in {entry.key for entry in cache.entries()}  # the upload is still there
+    assert api.delete(f"/api/uploads/{upload_id}/").status_code == 204
+    assert cache.entries() == []
+    assert files_under(settings.CTSPINE_CACHE_DIR / "volumes") == []
+
+
 def test_a_running_job_and_its_upload_cannot_be_deleted(api, model, media, user):
     small = nifti_bytes(np.zeros((8, 8, 8), dtype=np.int16))
     created = api.post(
@@ -287,3 +372,46 @@ def test_the_task_row_of_a_live_job_stays_running(user, model, settings):
     SegmentationJob.objects.claim(job.pk, worker="alive:1", task_id=task_id)  # heartbeat now
     assert reap_dead_jobs() == []
     assert DBTaskResult.objects.get(id=task_id).status == "RUNNING"
+
+
+# --- 10: messages name files, not the server's paths to them --------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the job's task runs after the upload commits
+def test_a_job_failing_on_a_server_file_names_the_file_not_its_path(
+    api, model, media, monkeypatch, settings
+):
+    settings.CTSPINE_TASKS_BACKEND = "db"
+    hidden = media / "jobs" / "results" / "prediction.nii.gz"
+
+    def denied(job, monitor):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(hidden))
+
+    monkeypatch.setattr(tasks, "_run", denied)
+    small = nifti_bytes(np.zeros((8, 8, 8), dtype=np.int16))
+    created = api.post(
+        "/api/uploads/", {"image": SimpleUploadedFile("ct.nii.gz", small)}, format="multipart"
+    )
+    run_db_worker()
+    job = SegmentationJob.objects.get(pk=created.json()["job"]["id"])
+    assert job.status == SegmentationJob.Status.FAILED
+    assert job.error == (
+        "Segmentation failed unexpectedly (PermissionError: prediction.nii.gz: Permission"
+        " denied). The worker's log has the details."
+    )
+    shown = api.get(f"/api/jobs/{job.pk}/").content.decode()
+    assert str(media) not in shown and "prediction.nii.gz: Permission denied" in shown
+    row = DBTaskResult.objects.get(id=job.task_id)
+    assert str(hidden) in row.traceback  # the operator's record keeps the whole path
+
+
+def test_failure_text_leaves_out_the_servers_folders(settings, tmp_path):
+    settings.CTSPINE_MEDIA_DIR = tmp_path / "media"
+    settings.CTSPINE_CACHE_DIR = tmp_path / "media" / "cache"  # nested: the deepest goes first
+    error = RuntimeError(
+        f"cannot open {tmp_path}/media/jobs/3/out.nii.gz nor {tmp_path}/media/cache/x/volume.b2nd"
+    )
+    assert failure_text(error) == "cannot open jobs/3/out.nii.gz nor x/volume.b2nd"
+    wrapped = ValueError("no predictions")
+    wrapped.__cause__ = FileNotFoundError(2, "No such file or directory", f"{tmp_path}/p/a.nii.gz")
+    assert failure_text(wrapped) == "a.nii.gz: No such file or directory"

@@ -26,11 +26,15 @@ def deflated_dicom_slice(
     position_mm: float,
     series_uid: str,
     trailing_bytes: int = 0,
+    private_bytes: int = 0,
+    preamble: bool = True,
 ) -> Path:
     """One CT slice of ``rows`` x ``columns`` int16 zeros in DICOM's deflated transfer syntax
     (1.2.840.10008.1.2.1.99): the whole data set, pixels included, is one deflate stream, so a
     slice of hundreds of MB takes a few hundred kB; ``trailing_bytes`` zeros follow the pixel
-    data inside the stream. Streamed: never more than 1 MB in memory."""
+    data inside the stream; ``private_bytes`` zeros form a private tag (0009,1000) before the image
+    size (Rows), so that the header alone is that large. ``preamble=False`` leaves out the 128
+    bytes and ``DICM`` that open a DICOM file. Streamed: never more than 1 MB in memory."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -51,32 +55,52 @@ def deflated_dicom_slice(
     header.BitsAllocated, header.BitsStored, header.HighBit = 16, 16, 15
     header.PixelRepresentation = 1
     header.RescaleIntercept, header.RescaleSlope = -1024, 1
-    encoded = DicomBytesIO()
-    encoded.is_little_endian, encoded.is_implicit_VR = True, False
-    write_dataset(encoded, header)
+    before, after = Dataset(), Dataset()
+    for element in header:
+        (before if element.tag < 0x00090000 else after).add(element)
+    if private_bytes:
+        before.add_new(0x00090010, "LO", "HOSTILE")  # the private creator of block 0x10
     pixel_bytes = rows * columns * 2
     pixel_element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, pixel_bytes)
     deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+
+    def zeros(sink, count: int) -> None:
+        while count:
+            block = _ZERO_BLOCK[: min(count, len(_ZERO_BLOCK))]
+            sink.write(deflate.compress(block))
+            count -= len(block)
+
     with open(path, "wb") as sink:
-        sink.write(b"\0" * 128 + b"DICM")
+        if preamble:
+            sink.write(b"\0" * 128 + b"DICM")
         meta_bytes = DicomBytesIO()
         meta_bytes.is_little_endian, meta_bytes.is_implicit_VR = True, False
         write_file_meta_info(meta_bytes, meta, enforce_standard=True)
         sink.write(meta_bytes.getvalue())
-        sink.write(deflate.compress(encoded.getvalue() + pixel_element))
-        left = pixel_bytes + trailing_bytes
-        while left:
-            block = _ZERO_BLOCK[: min(left, len(_ZERO_BLOCK))]
-            sink.write(deflate.compress(block))
-            left -= len(block)
+        sink.write(deflate.compress(_encoded(before)))
+        if private_bytes:
+            sink.write(
+                deflate.compress(struct.pack("<HH2sHI", 0x0009, 0x1000, b"OB", 0, private_bytes))
+            )
+            zeros(sink, private_bytes)
+        sink.write(deflate.compress(_encoded(after) + pixel_element))
+        zeros(sink, pixel_bytes + trailing_bytes)
         sink.write(deflate.flush())
     return path
 
 
+def _encoded(dataset: Dataset) -> bytes:
+    encoded = DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, False
+    write_dataset(encoded, dataset)
+    return encoded.getvalue()
+
+
 def deflated_dicom_zip(
-    path: Path, *, rows: int, columns: int, slices: int, trailing_bytes: int = 0
+    path: Path, *, rows: int, columns: int, slices: int, **slice_options
 ) -> Path:
-    """A zip of one series of ``slices`` deflated DICOM slices (see :func:`deflated_dicom_slice`)."""
+    """A zip of one series of ``slices`` deflated DICOM slices (see :func:`deflated_dicom_slice`,
+    which takes ``slice_options``)."""
     series = generate_uid()
     # Stored, not deflated again: the zip's own expansion limits then see nothing to refuse.
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
@@ -88,7 +112,7 @@ def deflated_dicom_zip(
                 columns=columns,
                 position_mm=float(number),
                 series_uid=series,
-                trailing_bytes=trailing_bytes,
+                **slice_options,
             )
             archive.write(member, f"series/{member.name}")
             member.unlink()

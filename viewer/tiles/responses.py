@@ -19,6 +19,7 @@ from ctspine.imaging.render import render_tile
 from ctspine.imaging.thumbnail import render_thumbnail
 from ctspine.imaging.volume_io import VolumeError, check_same_grid
 from ctspine.labels import LABEL_BY_VALUE, WINDOW_PRESETS
+from ctspine.volume_store import StoreError
 from viewer.tiles.params import (
     DISPLAY_PARAMETERS,
     PROJECTION_PARAMETERS,
@@ -105,15 +106,24 @@ def _image_response(encoded, spacing: display.PixelSpacing, extra: dict | None =
 
 
 def _guard(handler):
-    """Turn known failures into 400 (bad parameter) or 422 (unreadable volume) with a message."""
+    """Turn known failures into 400 (bad parameter) or 422 (unreadable volume) with a message.
+
+    A cache store found damaged while it is read (changed on disk since this process opened it)
+    is dropped and the request answered again, once, from a fresh conversion of the source; only
+    a second failure is reported."""
 
     def wrapped(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except ParameterError as exc:
-            return error_response(400, str(exc), exc.name)
-        except VolumeError as exc:
-            return error_response(422, f"this volume cannot be displayed: {exc}")
+        for attempt in (1, 2):
+            try:
+                return handler(*args, **kwargs)
+            except ParameterError as exc:
+                return error_response(400, str(exc), exc.name)
+            except StoreError as exc:
+                if attempt == 1 and volume_cache().discard_damaged(exc):
+                    continue
+                return error_response(422, f"this volume cannot be displayed: {exc}")
+            except VolumeError as exc:
+                return error_response(422, f"this volume cannot be displayed: {exc}")
 
     return wrapped
 
