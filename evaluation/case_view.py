@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.http import Http404
 from django.shortcuts import render
+from django.urls import reverse
 
 from ctspine.metrics import LabelMetrics, MeanMetrics
 from evaluation.models import OK, CaseResult
@@ -74,10 +75,16 @@ def evaluated_case_page(request, run_id: int, case_id: str):
         "run": result.run,
         "table": metrics_table(result),
         "not_viewable": not_viewable,
-        "api_base": f"/api/evaluations/{run_id}/cases/{case_id}",
+        "api_base": tiles_base(run_id, case_id),
         "layer_titles": LAYER_TITLES,
     }
     return render(request, "evaluation/case.html", context)
+
+
+def tiles_base(run_id: int, case_id: str) -> str:
+    """The prefix of the case's tile endpoints, to which the viewer appends ``volume/``,
+    ``slices/...``: tile_urlpatterns names the endpoints, not their prefix."""
+    return reverse("evaluation:api-case-volume", args=[run_id, case_id]).removesuffix("volume/")
 
 
 def metrics_table(result: CaseResult) -> MetricsTable:

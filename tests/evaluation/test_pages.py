@@ -179,6 +179,12 @@ def test_bad_parameters_are_named(client, evaluated_run, query, field):
     assert api.status_code == 400 and field in api.json()
 
 
+def test_run_url_is_its_page(client, evaluated_run):
+    run = evaluated_run.run
+    assert run.get_absolute_url() == f"/evaluations/{run.pk}/"
+    assert client.get(run.get_absolute_url()).status_code == 200
+
+
 def test_unknown_run_is_404(client, db):
     assert client.get("/evaluations/999/").status_code == 404
     assert client.get("/api/evaluations/999/").status_code == 404

@@ -1,5 +1,4 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.urls import reverse
 from tqdm import tqdm
 
 from evaluation import table2
@@ -110,4 +109,4 @@ class Command(BaseCommand):
         for path in (run.table_csv_path, run.labels_csv_path, run.json_path):
             if path:
                 self.stdout.write(f"wrote {path}")
-        self.stdout.write(f"see {reverse('evaluation:run', args=[run.pk])}")
+        self.stdout.write(f"see {run.get_absolute_url()}")
