@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ctspine.atomic import write_text
 from ctspine.dataset.layout import PathOutsideRoot, resolve_inside
 from ctspine.imaging.volume_io import VolumeError
 from evaluation import table2
@@ -31,7 +32,7 @@ from evaluation.case_metrics import MISSING, OK, PairResult, PairTask, evaluate_
 from evaluation.models import EVALUATED_SPLITS, CaseResult, EvaluationRun, LabelResult
 from evaluation.prediction_files import match_predictions
 from evaluation.reference_sets import VERSE, VERSE_SET, reference_files, set_key
-from evaluation.result_files import file_stem, labels_csv, table_csv, write_json, write_text
+from evaluation.result_files import file_stem, labels_csv, table_csv, write_json
 from evaluation.serializers import RunDocumentSerializer
 from viewer.models import Case
 from viewer.tiles.volumes import cache_location
