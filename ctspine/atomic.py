@@ -71,6 +71,13 @@ def atomic_replace(path: Path, write: Callable[[Path], object], *, durable: bool
     return path
 
 
+def write_text(path: Path, text: str) -> Path:
+    """:func:`atomic_write` ``text`` as UTF-8, creating the folder; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, text.encode("utf-8"))
+
+
 def fsync_dir(directory: Path) -> None:
     """fsync a directory so that renames inside it survive a crash."""
     fd = os.open(directory, os.O_RDONLY)

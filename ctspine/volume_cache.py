@@ -1,6 +1,6 @@
 """A disk cache of decoded volumes, compressed and chunked, that serves any slice of any plane.
 
-Decoding a CT ``.nii.gz`` takes most of a second; the first :meth:`VolumeCache.get` of a file
+Decoding a CT ``.nii.gz`` is slow; the first :meth:`VolumeCache.get` of a file
 decodes it once (:func:`.volume_io.read_volume`, ISA-L gzip) and writes it to the cache as a
 :mod:`.volume_store` file; every later access opens that store and decodes only the blocks a
 tile needs, through a per-process cache of decoded slabs bounded in bytes

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
-from rest_framework.generics import ListAPIView
+from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from evaluation.models import EvaluationRun
 from evaluation.reports import run_report, select_cases
 from evaluation.serializers import RunReportSerializer, RunSerializer
-from viewer.filters import CaseFilter
-
-# The case search parameters of /api/cases/, which restrict a run's tables to matching cases.
-CASE_PARAMETERS = [
-    OpenApiParameter(name, str, description=str(field.label or name))
-    for name, field in CaseFilter.base_filters.items()
-]
+from viewer.api.catalog import CaseSearch
 
 
 class RunList(ListAPIView):
@@ -35,16 +28,21 @@ class RunList(ListAPIView):
 
 
 class WorstParameter(serializers.Serializer):
-    worst = serializers.IntegerField(min_value=0, default=3)
+    worst = serializers.IntegerField(
+        min_value=0, default=3, help_text="worst cases per vertebra (default 3)"
+    )
 
 
-class RunDetail(APIView):
+class RunDetail(CaseSearch, GenericAPIView):
+    """The case search of /api/cases/ restricts the tables: CaseSearch's filter backend gives the
+    schema its parameters (with their types); select_cases applies them."""
+
+    pagination_class = None
+
     @extend_schema(
         operation_id="evaluations_detail",
-        parameters=[
-            *CASE_PARAMETERS,
-            OpenApiParameter("worst", int, description="worst cases per vertebra (default 3)"),
-        ],
+        filters=True,
+        parameters=[WorstParameter],
         responses=RunReportSerializer,
     )
     def get(self, request, run_id: int):

@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from django.contrib.auth.views import redirect_to_login
 from django.http import Http404
 from django.shortcuts import render
+from django.urls import reverse
 
 from ctspine.metrics import LabelMetrics, MeanMetrics
 from evaluation.models import OK, CaseResult
 from inference.presentation import MetricsTable, VertebraRow
-from viewer.permissions import dataset_visible_to
-from viewer.tiles.case import case_volumes
+from viewer.permissions import dataset_page
+from viewer.tiles.case import case_volumes, require_dataset_access
 from viewer.tiles.urls import Unavailable
 from viewer.tiles.volumes import VolumeSet
 
@@ -28,8 +28,7 @@ def evaluated_volumes(run_id: int, case_id: str, user) -> tuple[CaseResult, Volu
     """The case's image and ground truth from the catalog, and the run's prediction; raises
     Unavailable with the status and message to answer. Visibility first: to whoever may not see
     the dataset, every case answers alike (which cases a run holds is not told)."""
-    if not dataset_visible_to(user):
-        raise Unavailable(403, "Sign in to see the dataset.")
+    require_dataset_access(user)
     result = CaseResult.objects.filter(run_id=run_id, case_id=case_id).first()
     if result is None:
         raise Unavailable(404, f"case {case_id} is not in evaluation run {run_id}")
@@ -59,11 +58,10 @@ def evaluated_centroids(result: CaseResult, volumes: VolumeSet) -> dict[int, tup
     }
 
 
+@dataset_page
 def evaluated_case_page(request, run_id: int, case_id: str):
     """The case in the viewer beside its metrics; a scored case that cannot be shown in the
     viewer (no prediction, or ground truth outside the catalog) gets its metrics and why."""
-    if not dataset_visible_to(request.user):
-        return redirect_to_login(request.get_full_path())
     result = CaseResult.objects.filter(run_id=run_id, case_id=case_id).first()
     if result is None or not (result.scored or result.status == OK):
         raise Http404(f"case {case_id} has no metrics in evaluation run {run_id}")
@@ -77,10 +75,16 @@ def evaluated_case_page(request, run_id: int, case_id: str):
         "run": result.run,
         "table": metrics_table(result),
         "not_viewable": not_viewable,
-        "api_base": f"/api/evaluations/{run_id}/cases/{case_id}",
+        "api_base": tiles_base(run_id, case_id),
         "layer_titles": LAYER_TITLES,
     }
     return render(request, "evaluation/case.html", context)
+
+
+def tiles_base(run_id: int, case_id: str) -> str:
+    """The prefix of the case's tile endpoints, to which the viewer appends ``volume/``,
+    ``slices/...``: tile_urlpatterns names the endpoints, not their prefix."""
+    return reverse("evaluation:api-case-volume", args=[run_id, case_id]).removesuffix("volume/")
 
 
 def metrics_table(result: CaseResult) -> MetricsTable:

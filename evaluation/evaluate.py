@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ctspine.atomic import write_text
 from ctspine.dataset.layout import PathOutsideRoot, resolve_inside
 from ctspine.imaging.volume_io import VolumeError
 from evaluation import table2
@@ -44,7 +45,6 @@ from evaluation.result_files import (
     table_csv,
     table_notes,
     write_json,
-    write_text,
 )
 from evaluation.serializers import RunDocumentSerializer
 from viewer.models import Case

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from django.db import models
+from django.urls import reverse
 
 from ctspine.labels import label_name
 from ctspine.metrics import LabelMetrics
@@ -78,6 +79,9 @@ class EvaluationRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.split})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:run", args=[self.pk])
 
     @property
     def splits(self) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from ctspine.atomic import atomic_write
+from ctspine.atomic import write_text
 from ctspine.metrics import LabelMetrics
 from evaluation.case_metrics import PairResult
 from evaluation.table2 import Table
@@ -109,13 +109,6 @@ def _cell(value) -> str | int:
 
 def _num(value: float | None) -> str:
     return "" if value is None else repr(round(float(value), 6))
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text.encode("utf-8"))
-    return path
 
 
 def write_json(path: Path, content: dict) -> Path:

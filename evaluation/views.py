@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render
 
@@ -14,30 +13,27 @@ from evaluation.reports import (
     run_page_context,
     select_cases,
 )
-from viewer.permissions import dataset_visible_to
+from viewer.permissions import dataset_page
 
 CASES_PER_PAGE = 100
 
 
+@dataset_page
 def run_list(request):
-    if not dataset_visible_to(request.user):
-        return redirect_to_login(request.get_full_path())
     runs = [(run, run.headline()) for run in EvaluationRun.objects.newest_first()]
     return render(request, "evaluation/run_list.html", {"runs": runs})
 
 
+@dataset_page
 def run_page(request, run_id: int):
-    if not dataset_visible_to(request.user):
-        return redirect_to_login(request.get_full_path())
     run = get_object_or_404(EvaluationRun, pk=run_id)
     selection = select_cases(run, request.GET)
     context = run_page_context(run, selection)
     return render(request, "evaluation/run.html", context, status=400 if selection.errors else 200)
 
 
+@dataset_page
 def run_cases(request, run_id: int):
-    if not dataset_visible_to(request.user):
-        return redirect_to_login(request.get_full_path())
     run = get_object_or_404(EvaluationRun, pk=run_id)
     selection = select_cases(run, request.GET)
     rows, by_label = case_rows(selection)

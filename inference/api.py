@@ -1,7 +1,8 @@
 """The inference API: uploads, jobs, and the viewer's tile endpoints for a job's volumes.
 
 Everything is private to its owner: another user's upload or job is answered 404, exactly as one
-that does not exist. Errors are JSON ``{"error": message}`` (plus ``field`` for upload refusals).
+that does not exist. Errors are JSON ``{"error": message}``, plus ``field`` for upload refusals and
+bad parameters (whose 400 viewer.api.errors shapes).
 """
 
 from __future__ import annotations
@@ -87,9 +88,7 @@ class UploadListCreate(APIView):
         form = UploadCreateSerializer(data=request.data)
         if handler.too_large:
             return _error(services.too_large_message(), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-        if not form.is_valid():
-            field, errors = next(iter(form.errors.items()))
-            return _error(f"{field}: {' '.join(map(str, errors))}", 400, field=field)
+        form.is_valid(raise_exception=True)  # 400 shaped by viewer.api.errors
         label = form.validated_data.get("label")
         try:
             upload, job = services.create_upload_job(
@@ -148,9 +147,7 @@ class JobListCreate(APIView):
     @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
     def post(self, request):
         form = JobCreateSerializer(data=request.data)
-        if not form.is_valid():
-            field, errors = next(iter(form.errors.items()))
-            return _error(" ".join(map(str, errors)), 400, field=field)
+        form.is_valid(raise_exception=True)  # 400 shaped by viewer.api.errors
         data = form.validated_data
         try:
             if "case_id" in data:

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from ctspine.atomic import temp_name
 from inference import dicom_zip, jobs, uploads
 from inference.dicom_zip import ZipLimits
 from inference.jobs import JobInputError, JobStateError, media_root
@@ -68,7 +69,8 @@ def create_upload(
     key = uuid.uuid4().hex
     relative = Path("uploads") / key
     final = media_root() / relative
-    work = final.with_name(f".{key}.part")
+    # A folder, published whole by one os.replace (atomic_write is for single files).
+    work = temp_name(final)
     size = sum(f.path.stat().st_size for f in (image, label) if f is not None)
     try:
         work.mkdir(parents=True)

@@ -2,9 +2,10 @@
 keep small files in memory), and the whole request stops at the size limit.
 
 Install with :func:`install` before ``request.POST``/``request.FILES`` (or DRF's
-``request.data``) is first read. Files land in ``incoming/<random>/<safe name>.part`` under the
-media root, on the file system of their final place, and are renamed without ``.part`` once
-complete; :meth:`StreamingUploadHandler.discard` removes whatever is left.
+``request.data``) is first read. Files land under a temporary name (ctspine.atomic.temp_name)
+in ``incoming/<random>/`` under the media root, on the file system of their final place, and are
+renamed to ``<field>-<safe name>`` once complete; :meth:`StreamingUploadHandler.discard` removes
+whatever is left.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
+from ctspine.atomic import temp_name
 from inference.uploads import IncomingFile, safe_file_name
 
 
@@ -47,6 +49,7 @@ class StreamingUploadHandler(FileUploadHandler):
         self.received = 0
         self.too_large = False
         self._partial: Path | None = None
+        self._complete: Path | None = None
         self._sink = None
 
     def new_file(self, field_name, file_name, content_type, content_length, charset=None,
@@ -56,7 +59,8 @@ class StreamingUploadHandler(FileUploadHandler):
         )
         self.directory.mkdir(parents=True, exist_ok=True)
         # The user's name, made safe and unique in the folder; the field name keeps it unique.
-        self._partial = self.directory / f"{field_name}-{safe_file_name(file_name)}.part"
+        self._complete = self.directory / f"{field_name}-{safe_file_name(file_name)}"
+        self._partial = temp_name(self._complete)
         self._sink = open(self._partial, "wb")  # closed in file_complete or discard
 
     def receive_data_chunk(self, raw_data, start):
@@ -70,9 +74,11 @@ class StreamingUploadHandler(FileUploadHandler):
 
     def file_complete(self, file_size):
         self._sink.close()
-        complete = self._partial.with_name(self._partial.name.removesuffix(".part"))
+        # Streamed chunk by chunk, so not atomic_write; the rename only marks the file complete
+        # for this request, which moves it into the upload's folder or deletes it (no fsync).
+        complete = self._complete
         self._partial.rename(complete)
-        self._partial = self._sink = None
+        self._partial = self._sink = self._complete = None
         return StreamedFile(
             complete,
             name=safe_file_name(self.file_name),

@@ -206,7 +206,7 @@ def read_header_info(path: str | os.PathLike, *, check_truncation: bool = True) 
     """Header facts of a ``.nii``/``.nii.gz`` without decoding the voxel data.
 
     Decompresses only the first few hundred bytes. With ``check_truncation`` (default) also runs
-    :func:`check_truncation`. Raises :class:`VolumeError` for unreadable, non-NIfTI, 2D or 4D files.
+    :func:`check_truncation_of`. Raises :class:`VolumeError` for unreadable, non-NIfTI, 2D or 4D files.
     """
     path = Path(path)
     try:
@@ -236,11 +236,6 @@ def read_header_info(path: str | os.PathLike, *, check_truncation: bool = True) 
     if check_truncation:
         check_truncation_of(info)
     return info
-
-
-def check_truncation(path: str | os.PathLike) -> None:
-    """Raise :class:`VolumeError` if the file at ``path`` is truncated (see :func:`check_truncation_of`)."""
-    read_header_info(path, check_truncation=True)
 
 
 def check_truncation_of(info: HeaderInfo) -> None:

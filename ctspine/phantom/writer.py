@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctspine.atomic import atomic_write
+from ctspine.atomic import write_text
 from ctspine.dataset.layout import DATASET_SOURCES as SOURCES
 from ctspine.dataset.metadata import SPLIT_HEADERS, SPLITS
 from ctspine.imaging.volume_io import write_nifti
@@ -54,9 +54,9 @@ def write_dataset(
             )
         if progress is not None:
             progress(spec)
-    written.append(_write_text(root / "Path.csv", path_csv_text(specs)))
-    written.append(_write_text(root / "readme.txt", _readme_text(specs)))
-    written.append(_write_text(root / "data_split.txt", data_split_text(specs)))
+    written.append(write_text(root / "Path.csv", path_csv_text(specs)))
+    written.append(write_text(root / "readme.txt", _readme_text(specs)))
+    written.append(write_text(root / "data_split.txt", data_split_text(specs)))
     return written
 
 
@@ -122,13 +122,3 @@ def _readme_text(specs: list[PhantomSpec]) -> str:
         f"Lumbar sacralization (L5 fused into the sacrum): {', '.join(sacralization) or 'none'}",
     ]
     return "\r\n".join(lines) + "\r\n"
-
-
-def _write_text(path: Path, text: str) -> Path:
-    return _write_bytes(path, text.encode("utf-8"))
-
-
-def _write_bytes(path: Path, payload: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, payload)
-    return path

@@ -365,7 +365,7 @@ def fine_tune(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Fine-tune the decoder of the model folder ``init`` for ``iterations`` steps and write the
-    result under ``out``; returns the folder. Made for the CPU (2 cores: about 5 s a step).
+    result under ``out``; returns the folder. Made for the CPU.
 
     The encoder is frozen, so each training patch goes through it once: one foreground-centred
     patch per case and its left-right mirror, the encoder's outputs kept in fp16, and each step

@@ -4,7 +4,7 @@
  * viewer's root element (`detail.keys` names what changed, `detail.state` is the new state).
  *
  * Also here: the display convention (which RAS voxel a tile pixel shows; the same rules as
- * viewer/imaging/display.py) and the state <-> URL query mapping, so a link reproduces a view.
+ * ctspine/imaging/display.py) and the state <-> URL query mapping, so a link reproduces a view.
  *
  * State fields
  * - `cursor`: [i, j, k] RAS voxel of the crosshair. The slice shown in each plane is the cursor's
@@ -94,7 +94,7 @@ export function cursorAtSlice(cursor, shape, plane, index) {
 
 /**
  * RAS voxel [i, j, k] shown at tile pixel (`col`, `row`) of `plane` slice `index`, for a RAS+
- * volume of `shape` [X, Y, Z] (radiological display; see viewer/imaging/display.py).
+ * volume of `shape` [X, Y, Z] (radiological display; see ctspine/imaging/display.py).
  */
 export function tileToVoxel(shape, plane, index, col, row) {
   const [x, y, z] = shape;

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ctspine.atomic import atomic_write
+from ctspine.atomic import atomic_write, write_text
 
 
 def test_atomic_write_bytes_replaces_the_file(tmp_path):
@@ -30,3 +30,10 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write(target, fail)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["labels.bin"]
+
+
+def test_write_text_creates_the_folder_and_writes_utf8(tmp_path):
+    target = tmp_path / "run" / "table2.csv"
+    assert write_text(target, "vertebra,dice\nL6 – lumbarization,0.0\n") == target
+    assert target.read_bytes() == "vertebra,dice\nL6 – lumbarization,0.0\n".encode()
+    assert [p.name for p in target.parent.iterdir()] == ["table2.csv"]

@@ -1,4 +1,4 @@
-"""Tests of inference/metrics.py: exact values on hand-made volumes, agreement with medpy (the
+"""Tests of ctspine/metrics.py: exact values on hand-made volumes, agreement with medpy (the
 CTSpine1K evaluation script's library; a test-only dependency), the missing-label conventions,
 level errors, and input validation."""
 

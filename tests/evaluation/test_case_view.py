@@ -19,7 +19,7 @@ def test_evaluated_case_page_and_its_tiles(client, evaluated_run):
     page = client.get(f"/evaluations/{run.pk}/cases/{LUMBARIZED}/")
     html = page.content.decode()
     assert page.status_code == 200
-    assert f'data-api="/api/evaluations/{run.pk}/cases/{LUMBARIZED}"' in html
+    assert f'data-api="/api/evaluations/{run.pk}/cases/{LUMBARIZED}/"' in html
     assert '<tr data-label="25"' in html  # the L6 the prediction called L5
     base = f"/api/evaluations/{run.pk}/cases/{LUMBARIZED}"
     volume = client.get(f"{base}/volume/").json()

@@ -199,6 +199,27 @@ def test_bad_parameters_are_named(client, evaluated_run, query, field):
     assert api.status_code == 400 and field in api.json()
 
 
+def test_run_url_is_its_page(client, evaluated_run):
+    run = evaluated_run.run
+    assert run.get_absolute_url() == f"/evaluations/{run.pk}/"
+    assert client.get(run.get_absolute_url()).status_code == 200
+
+
+def test_run_api_documents_the_case_search_parameters_with_their_types(client, db):
+    document = client.get("/api/schema/", {"format": "json"}).json()
+    operations = document["paths"]
+    parameters = {
+        p["name"]: p["schema"]
+        for p in operations["/api/evaluations/{run_id}/"]["get"]["parameters"]
+    }
+    search = {p["name"]: p["schema"] for p in operations["/api/cases/facets/"]["get"]["parameters"]}
+    assert search.items() <= parameters.items()  # the same parameters as the case search
+    assert parameters["min_slices"] == {"type": "integer"}
+    assert parameters["max_z_spacing"]["type"] == "number"
+    assert parameters["source"]["type"] == "array"
+    assert parameters["worst"] == {"type": "integer", "minimum": 0, "default": 3}
+
+
 def test_unknown_run_is_404(client, db):
     assert client.get("/evaluations/999/").status_code == 404
     assert client.get("/api/evaluations/999/").status_code == 404

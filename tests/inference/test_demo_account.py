@@ -71,3 +71,11 @@ def test_demo_account_file_without_a_password_is_refused(tmp_path):
     path.write_text("username: demo\n")
     with pytest.raises(CommandError, match="has no 'password:' line"):
         call_command("demo_account", str(path))
+
+
+@pytest.mark.django_db
+def test_demo_account_prints_the_login_and_admin_pages_of_the_site(tmp_path, capsys):
+    call_command("demo_account", str(tmp_path / ".demo-account"), "--url", "http://lab:8000/")
+    printed = capsys.readouterr().out
+    assert "http://lab:8000/accounts/login/ as 'demo'" in printed
+    assert "http://lab:8000/admin/." in printed

@@ -480,3 +480,18 @@ def test_segment_without_a_model_is_refused(alice, api, no_model, ingested_phant
     response = api.post("/api/jobs/", {"case_id": case.case_id}, format="json")
     assert response.status_code == 503 and "CTSPINE_NNUNET_MODEL_DIR" in response.json()["error"]
     assert not SegmentationJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_bad_job_request_gets_the_apis_error_shape(api, model):
+    """Serializer errors are shaped by the project's exception handler: ``error`` names the
+    parameter, ``field`` is the first bad one, each keeps its messages under its name."""
+    neither = api.post("/api/jobs/", {}, format="json")
+    assert neither.status_code == 400
+    body = neither.json()
+    assert body["error"] == "give exactly one of case_id and upload_id", body
+    bad_mode = api.post("/api/jobs/", {"case_id": "x", "mode": "slow"}, format="json").json()
+    assert bad_mode["field"] == "mode" and bad_mode["error"].startswith("mode: ")
+    assert '"slow" is not a valid choice.' in bad_mode["error"]
+    assert bad_mode["mode"] == ['"slow" is not a valid choice.']
+    assert not SegmentationJob.objects.exists()

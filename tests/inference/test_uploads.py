@@ -131,6 +131,20 @@ def test_streaming_stops_at_the_limit_and_deletes_the_partial_file(tmp_path):
 # --- refused: not a usable NIfTI ----------------------------------------------------------------
 
 
+def test_upload_without_an_image_or_with_a_bad_mode_names_the_parameter(
+    api, model, media, ct_bytes
+):
+    response = api.post("/api/uploads/", {}, format="multipart")
+    assert_refused(response, media, 400, "image: No file was submitted.", field="image")
+    assert response.json()["image"] == ["No file was submitted."]
+    response = api.post(
+        "/api/uploads/",
+        {"image": SimpleUploadedFile("ct.nii.gz", ct_bytes), "mode": "slow"},
+        format="multipart",
+    )
+    assert_refused(response, media, 400, 'mode: "slow" is not a valid choice.', field="mode")
+
+
 def test_not_nifti_is_refused(api, model, media):
     response = upload(api, b"just some text, not an image\n" * 20, name="notes.nii.gz")
     assert_refused(response, media, 400, "notes.nii.gz", "neither a NIfTI file", field="image")

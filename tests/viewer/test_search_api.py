@@ -113,6 +113,22 @@ def test_openapi_schema_and_docs(client):
     assert client.get("/api/docs/").status_code == 200
 
 
+def test_schema_describes_the_labels_presets_and_facets(client):
+    document = client.get("/api/schema/", {"format": "json"}).json()
+
+    def answer(path):
+        return document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+
+    schemas = document["components"]["schemas"]
+    assert answer("/api/labels/")["schema"]["items"]["$ref"].endswith("/Label")
+    assert set(schemas["Label"]["properties"]) == {"value", "name", "region", "colour"}
+    assert answer("/api/windows/")["schema"]["items"]["$ref"].endswith("/WindowPreset")
+    assert set(schemas["WindowPreset"]["properties"]) == {"name", "width", "level", "title"}
+    assert answer("/api/cases/facets/")["schema"]["$ref"].endswith("/Facets")
+    facets = client.get("/api/cases/facets/").json()
+    assert set(schemas["Facets"]["properties"]) == set(facets)
+
+
 def test_case_urls_are_reversed_in_the_viewer_namespace(catalog):
     case = Case.objects.get(case_id="liver_106")
     assert case.get_absolute_url() == "/cases/liver_106/"

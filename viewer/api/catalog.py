@@ -13,7 +13,13 @@ from rest_framework.views import APIView
 
 from ctspine.labels import LABELS, WINDOW_PRESETS
 from viewer.api.pagination import CasePagination
-from viewer.api.serializers import CaseDetailSerializer, CaseListSerializer
+from viewer.api.serializers import (
+    CaseDetailSerializer,
+    CaseListSerializer,
+    FacetsSerializer,
+    LabelSerializer,
+    WindowPresetSerializer,
+)
 from viewer.facets import facet_counts
 from viewer.filters import CaseFilter, unknown_parameters
 from viewer.models import Case
@@ -46,7 +52,7 @@ class CaseList(CaseSearch, ListAPIView):
 class CaseFacets(CaseSearch, GenericAPIView):
     pagination_class = None
 
-    @extend_schema(filters=True, responses=dict)
+    @extend_schema(filters=True, responses=FacetsSerializer)
     def get(self, request):
         return Response(facet_counts(self.filter_queryset(self.get_queryset())))
 
@@ -57,13 +63,17 @@ class CaseDetail(RetrieveAPIView):
     lookup_field = "case_id"
 
 
+# The label table and the presets answer ctspine's dataclasses as they are; the serializers
+# document them.
+
+
 class LabelTable(APIView):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=LabelSerializer(many=True))
     def get(self, request):
         return Response([asdict(label) for label in LABELS])
 
 
 class WindowPresets(APIView):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=WindowPresetSerializer(many=True))
     def get(self, request):
         return Response([asdict(preset) for preset in WINDOW_PRESETS.values()])

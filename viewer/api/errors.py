@@ -4,12 +4,14 @@ Every error body has ``error``: a message for the user (what the viewer's JavaSc
 400 from a serializer or a search filter also names the first bad parameter in ``field`` and
 keeps each bad parameter's messages under its own name, as django-filter and DRF give them:
 ``{"error": "source: Select a valid choice.", "field": "source", "source": ["Select ..."]}``.
+A message about the request as a whole (``non_field_errors``) is the ``error`` as it is.
 Other errors keep DRF's ``detail`` beside ``error``.
 """
 
 from __future__ import annotations
 
 from rest_framework.exceptions import ValidationError
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
 
@@ -19,10 +21,12 @@ def api_exception_handler(exc, context):
         return None
     data = response.data
     if isinstance(exc, ValidationError):
-        errors = data if isinstance(data, dict) else {"non_field_errors": data}
+        errors = data if isinstance(data, dict) else {api_settings.NON_FIELD_ERRORS_KEY: data}
         field, messages = next(iter(errors.items()))
         text = " ".join(map(str, messages if isinstance(messages, list) else [messages]))
-        response.data = {"error": f"{field}: {text}", "field": field, **errors}
+        # A message about the request as a whole names no parameter.
+        error = text if field == api_settings.NON_FIELD_ERRORS_KEY else f"{field}: {text}"
+        response.data = {"error": error, "field": field, **errors}
     elif isinstance(data, dict) and "detail" in data:
         response.data = {"error": str(data["detail"]), **data}
     return response

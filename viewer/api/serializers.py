@@ -67,3 +67,39 @@ class CaseDetailSerializer(CaseListSerializer):
             "ingested_at",
             "vertebra_stats",
         ]
+
+
+class LabelSerializer(serializers.Serializer):
+    """One row of ``GET /api/labels/`` (ctspine.labels.Label)."""
+
+    value = serializers.IntegerField(help_text="label value in the segmentation, 1-25")
+    name = serializers.CharField(help_text="vertebra, C1..L6")
+    region = serializers.CharField(help_text="cervical, thoracic or lumbar")
+    colour = serializers.CharField(help_text="display colour, #rrggbb")
+
+
+class WindowPresetSerializer(serializers.Serializer):
+    """One row of ``GET /api/windows/`` (ctspine.labels.WindowPreset)."""
+
+    name = serializers.CharField()
+    width = serializers.FloatField(help_text="window width (HU)")
+    level = serializers.FloatField(help_text="window level (HU)")
+    title = serializers.CharField()
+
+
+class FacetsSerializer(serializers.Serializer):
+    """``GET /api/cases/facets/`` (viewer.facets.facet_counts): case counts per value."""
+
+    total = serializers.IntegerField()
+    source = serializers.DictField(child=serializers.IntegerField())
+    split = serializers.DictField(child=serializers.IntegerField())
+    anomaly = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="curated lists: lumbarization, sacralization, any, none",
+    )
+    anomaly_labels = serializers.DictField(
+        child=serializers.IntegerField(), help_text="what the labels imply, same keys as anomaly"
+    )
+    vertebra = serializers.DictField(child=serializers.IntegerField(), help_text="C1..L6")
+    position = serializers.DictField(child=serializers.IntegerField())
+    downloaded = serializers.DictField(child=serializers.IntegerField(), help_text="yes, no")

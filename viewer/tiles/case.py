@@ -78,9 +78,15 @@ def _case_files(root, case: Case) -> tuple[Path, Path | None]:
     return image, labels
 
 
-def case_volumes(case_id: str, user) -> tuple[Case, VolumeSet]:
+def require_dataset_access(user) -> None:
+    """The dataset-visibility rule for tile resolvers (plain views, not DRF): raises
+    Unavailable(403, :attr:`DatasetAccess.message`) when ``user`` may not see the dataset."""
     if not dataset_visible_to(user):
         raise Unavailable(403, DatasetAccess.message)
+
+
+def case_volumes(case_id: str, user) -> tuple[Case, VolumeSet]:
+    require_dataset_access(user)
     case = _case_row(case_id)
     if case is None:
         raise Unavailable(404, f"no case {case_id!r} in the catalog")

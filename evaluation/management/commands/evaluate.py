@@ -1,7 +1,6 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.urls import reverse
 from tqdm import tqdm
 
 from evaluation import table2
@@ -124,4 +123,4 @@ class Command(BaseCommand):
         for path in (run.labels_csv_path, run.json_path):
             if path:
                 self.stdout.write(f"wrote {path}")
-        self.stdout.write(f"see {reverse('evaluation:run', args=[run.pk])}")
+        self.stdout.write(f"see {run.get_absolute_url()}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 
 USERNAME = "demo"
 
@@ -53,8 +54,9 @@ class Command(BaseCommand):
                 user.save(update_fields=["password"])
         if user is None:
             users.create_user(USERNAME, password=password)
+        site = url.rstrip("/")
         self.stdout.write(
-            f"Demo account: sign in at {url}/accounts/login/ as '{USERNAME}' with password "
+            f"Demo account: sign in at {site}{reverse('login')} as '{USERNAME}' with password "
             f"'{password}' (kept in {file}). Add users with 'manage.py createsuperuser' and "
-            f"{url}/admin/."
+            f"{site}{reverse('admin:index')}."
         )
