@@ -21,12 +21,7 @@ def test_a_process_with_the_test_settings_removes_its_temporary_folder():
         "root = settings.STATIC_ROOT.parent; (root / 'cache').mkdir(); "
         "(root / 'cache' / 'entry').write_bytes(b'x'); print(root)"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ctspine_site.settings.test"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    folder = Path(done.stdout.strip().splitlines()[-1])
+    folder = _folder_printed_by(script)
     assert folder.name.startswith("ctspine-test-")
     assert not folder.exists()
 
@@ -72,12 +67,18 @@ def test_a_process_killed_with_sigkill_leaves_no_folder_in_the_temporary_directo
 
 
 def test_the_nnunet_v1_test_files_remove_their_path_folder():
-    script = "from tests.support.nnunet_v1_files import V1_PATHS; print(V1_PATHS)"
+    folder = _folder_printed_by(
+        "from tests.support.nnunet_v1_files import V1_PATHS; print(V1_PATHS)"
+    )
+    assert folder.name.startswith("nnunet_v1_paths_")
+    assert not folder.exists()
+
+
+def _folder_printed_by(script: str) -> Path:
+    """Run ``script`` in a process with the test settings until it exits; the folder it printed."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ctspine_site.settings.test"}
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    folder = Path(done.stdout.strip().splitlines()[-1])
-    assert folder.name.startswith("nnunet_v1_paths_")
-    assert not folder.exists()
+    return Path(done.stdout.strip().splitlines()[-1])

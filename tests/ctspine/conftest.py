@@ -10,6 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from ctspine import volume_cache
+from tests.ctspine import cache_workers
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = Path(os.environ.get("CTSPINE_SHARED_DIR", REPO.parent / "shared")) / "samples"
 
@@ -83,3 +86,14 @@ def phantom_label_file(tmp_path) -> Path:
     _, affine = phantom_ras()
     file_data, file_affine = reorient(phantom_labels(), affine, "LPS")
     return write_nifti(tmp_path / "phantom_labels_LPS.nii.gz", file_data, file_affine)
+
+
+@pytest.fixture
+def conversions(tmp_path, monkeypatch) -> Path:
+    """Count volume-cache conversions in this process: returns the counter file (one line per
+    conversion)."""
+    counter = tmp_path / "conversions.log"
+    counter.touch()
+    monkeypatch.setattr(volume_cache.VolumeCache, "_convert", volume_cache.VolumeCache._convert)
+    cache_workers.count_conversions(counter)
+    return counter

@@ -10,21 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctspine import volume_cache
 from ctspine.imaging.volume_io import read_volume
 from ctspine.volume_cache import DATA_FILE, VolumeCache
 from ctspine.volume_store import StoreError, open_store, write_store
-from tests.ctspine import cache_workers
 from tests.ctspine.conftest import write_nifti
-
-
-@pytest.fixture
-def conversions(tmp_path, monkeypatch) -> Path:
-    counter = tmp_path / "conversions.log"
-    counter.touch()
-    monkeypatch.setattr(volume_cache.VolumeCache, "_convert", volume_cache.VolumeCache._convert)
-    cache_workers.count_conversions(counter)
-    return counter
 
 
 def _source(tmp_path: Path) -> Path:

@@ -23,16 +23,6 @@ from tests.ctspine import cache_workers
 from tests.ctspine.conftest import phantom_labels, phantom_ras, reorient, write_nifti
 
 
-@pytest.fixture
-def conversions(tmp_path, monkeypatch) -> Path:
-    """Count conversions in this process: returns the counter file (one line per conversion)."""
-    counter = tmp_path / "conversions.log"
-    counter.touch()
-    monkeypatch.setattr(volume_cache.VolumeCache, "_convert", volume_cache.VolumeCache._convert)
-    cache_workers.count_conversions(counter)
-    return counter
-
-
 def _count(counter: Path) -> int:
     return len(counter.read_text().splitlines())
 
