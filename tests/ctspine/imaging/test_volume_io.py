@@ -165,6 +165,22 @@ def test_corrupt_gzip(phantom_files, tmp_path):
         read_volume(path)
 
 
+def test_a_gzip_file_of_several_members_reads_like_one(phantom_files, tmp_path):
+    # Single members are inflated straight from a memory map; concatenated members (gzip allows
+    # them, some tools write them) take the gzip module's path: same volume either way.
+    source = phantom_files["RAS"]
+    inner = gzip.decompress(source.read_bytes())
+    half = len(inner) // 2
+    path = tmp_path / "members.nii.gz"
+    path.write_bytes(gzip.compress(inner[:half]) + gzip.compress(inner[half:]))
+    assert np.array_equal(read_volume(path).data, read_volume(source).data)
+
+
+def test_a_missing_file_is_a_volume_error(tmp_path):
+    with pytest.raises(VolumeError, match="cannot read file"):
+        read_volume(tmp_path / "gone.nii.gz")
+
+
 def test_not_nifti(tmp_path):
     text = tmp_path / "notes.nii.gz"
     text.write_bytes(b"this is not an image\n" * 40)
