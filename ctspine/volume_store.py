@@ -136,11 +136,14 @@ def write_store(
 
 
 def file_crc32(path: str | os.PathLike) -> int:
-    """CRC-32 of a file's bytes."""
+    """CRC-32 of a file's bytes, read into one reused buffer. Not through a memory map: a file
+    truncated meanwhile would kill the process (SIGBUS) instead of failing the check."""
     value = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(_CRC_READ_BYTES):
-            value = crc32(block, value)
+    buffer = bytearray(_CRC_READ_BYTES)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            value = crc32(view[:count], value)
     return value
 
 

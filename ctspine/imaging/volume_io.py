@@ -13,7 +13,6 @@ bytes (``bench/hand_written.py``).
 from __future__ import annotations
 
 import gzip
-import mmap
 import os
 import zlib
 from dataclasses import dataclass
@@ -29,11 +28,9 @@ from ctspine.labels import MAX_LABEL
 
 try:  # ISA-L is a declared dependency; the stdlib fallback only keeps a broken install readable.
     from isal import igzip as _gzip
-    from isal import isal_zlib as _zlib
     from isal.igzip_lib import IsalError as _DecodeError
 except ImportError:  # pragma: no cover
     _gzip = gzip
-    _zlib = zlib
     _DecodeError = zlib.error
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -87,18 +84,9 @@ class HeaderInfo:
     affine_ras: np.ndarray  # RAS voxel indices -> world mm, as read_volume's would be
 
 
-def _decompress(raw, *, path: Path) -> bytes:
-    """Inflate gzip data: ``bytes`` or any buffer, such as a memory map of the file. A single
-    member (what NIfTI writers produce) is inflated straight from ``raw``; a file of several
-    members goes through the gzip module."""
+def _decompress(raw: bytes, *, path: Path) -> bytes:
     try:
-        inflater = _zlib.decompressobj(16 + zlib.MAX_WBITS)
-        data = inflater.decompress(raw)
-        if inflater.unused_data:
-            return _gzip.decompress(bytes(raw))
-        if not inflater.eof:
-            raise EOFError("compressed data ended before the end-of-stream marker")
-        return data
+        return _gzip.decompress(raw)
     except (EOFError, OSError, ValueError, zlib.error, _DecodeError) as exc:
         raise VolumeError(f"{path.name}: corrupt or truncated gzip data ({exc})") from exc
 
@@ -399,25 +387,10 @@ def validate_labels(data: np.ndarray, *, path: Path) -> np.ndarray:
 
 
 def decode_file(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
-    """:func:`decode_nifti` of the file at ``path``. A gzip file is inflated from a memory map of
-    it, not from a copy of its compressed bytes."""
-    if not _is_gzip_file(path):
-        return decode_nifti(read_bytes(path), path=path)
-    try:
-        with (
-            open(path, "rb") as handle,
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as raw,
-        ):
-            return decode_nifti(raw, path=path)  # the voxels come from the inflated copy
-    except OSError as exc:
-        raise VolumeError(f"{path.name}: cannot read file ({exc.strerror})") from exc
-
-
-def _is_gzip_file(path: Path) -> bool:
-    try:
-        return _is_gzip(path)
-    except OSError as exc:
-        raise VolumeError(f"{path.name}: cannot read file ({exc.strerror})") from exc
+    """:func:`decode_nifti` of the file at ``path``. The file is read into memory first, not
+    memory-mapped: a source rewritten in place meanwhile (``cp`` over it) then reads as truncated
+    instead of killing the process with SIGBUS."""
+    return decode_nifti(read_bytes(path), path=path)
 
 
 def read_bytes(path: Path) -> bytes:
