@@ -14,6 +14,8 @@ Layout (one directory per source file and kind, ``<root>/volumes/<key>/``):
 - ``meta.json``: the sidecar written last (it is the commit marker): shape, dtype, affine,
   spacing (mm), intensity range, source identity, store byte size, store layout and the store
   file's CRC-32. Its mtime is the entry's last use, for LRU eviction.
+- ``verified``: which version of ``volume.b2nd`` (inode, size, mtime, CRC-32) a process checked
+  or wrote since the machine booted, so that other processes need not read it whole again.
 - ``proj-<mode>-<plane>.npy``: whole-volume projections computed on first request (block by
   block from the store); ``labelproj-<image key>-<mode>-<plane>.npy`` (in a label entry): the
   label tile for that image's projection.
@@ -23,9 +25,10 @@ converted again and the stale entry of the same path is removed. Conversions are
 file, ``os.replace``) and serialised per volume across processes and threads by ``fcntl.flock`` on
 ``<root>/locks/<key>.lock``: a second process waits and then reuses the result. A store whose size,
 header, shape, dtype or CRC-32 disagrees with its sidecar is reported in the log and converted
-again when a process opens it. Because every open checks the CRC-32 (``verify_checksum``, on by
-default), conversions skip fsync: a crash that loses a store's bytes leaves an entry that fails
-the check and is rebuilt, and the cache never pays the disk flush on the way to a first tile.
+again when a process opens it. Because opens check the CRC-32 (``verify_checksum``, on by
+default; once per store version and boot, see ``verified``), conversions skip fsync: a crash that
+loses a store's bytes leaves an entry that fails the check and is rebuilt, and the cache never
+pays the disk flush on the way to a first tile.
 
 With ``write_behind`` (default) the first :meth:`VolumeCache.get` returns the freshly decoded
 in-memory volume at once and writes the store in a background thread (still atomic, lock held
@@ -37,6 +40,7 @@ per thread), so warm tiles keep the CPU while a new volume is written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -71,6 +75,7 @@ FORMAT_VERSION = 2  # 1: raw volume.npy plus a sagittal copy
 LAYOUT = "kji"
 DATA_FILE = "volume.b2nd"
 META_FILE = "meta.json"
+VERIFIED_FILE = "verified"  # the store version whose CRC-32 was checked since the machine booted
 _BACKGROUND_NICENESS = 10
 _ANY = object()  # _delete_entry: whatever the entry's last use
 
@@ -458,17 +463,20 @@ class VolumeCache:
         try:
             if meta["source"] != source.__dict__ or meta["kind"] != kind:
                 raise ValueError("sidecar describes another source")
+            checked = check and _verified_since_boot(directory, meta["crc32"])
             stored = open_store(
                 directory / DATA_FILE,
                 shape=tuple(meta["shape_ras"]),
                 dtype=meta["dtype"],
                 size=meta["data_bytes"],
-                crc32=meta["crc32"] if check else None,
+                crc32=meta["crc32"] if check and not checked else None,
                 slabs=self.slabs,
             )
         except (StoreError, ValueError, KeyError, TypeError) as exc:
             logger.warning("volume cache entry %s is damaged (%s); rebuilding", directory, exc)
             return None
+        if check and not checked:
+            _mark_verified(directory, meta["crc32"])
         return CachedVolume(
             key=key,
             kind=kind,
@@ -654,6 +662,7 @@ class VolumeCache:
             persisted = self._open_entry(
                 volume.key, source=volume.source, kind=volume.kind, verify=False
             )
+            _mark_verified(directory, value)
             if persisted is None:
                 raise StoreError(f"cache entry {directory} unreadable right after writing")
         except BaseException:
@@ -723,6 +732,47 @@ class VolumeCache:
             os.close(lock)
         self._forget(key)
         return True
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    """This boot of the machine (Linux); None where unknown (every open then checks)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _store_version(directory: Path, crc: int) -> str | None:
+    """The boot, the store file's identity and its expected CRC-32; None without a boot id."""
+    boot = _boot_id()
+    if boot is None:
+        return None
+    stat = (directory / DATA_FILE).stat()
+    return f"{boot} {stat.st_ino} {stat.st_size} {stat.st_mtime_ns} {crc}"
+
+
+def _verified_since_boot(directory: Path, crc: int) -> bool:
+    """Whether a process checked (or wrote) this very store file since the machine booted.
+
+    The check exists for bytes lost in a crash (stores are not fsynced) and for a store changed
+    in place or replaced: a reboot changes the boot id, a rewrite the mtime and a replacement the
+    inode, and each of these makes the next process check the CRC-32 again. So the whole file is
+    read once per version per boot, not once per server process."""
+    try:
+        version = _store_version(directory, crc)
+        return version is not None and (directory / VERIFIED_FILE).read_text() == version
+    except OSError:
+        return False
+
+
+def _mark_verified(directory: Path, crc: int) -> None:
+    try:
+        version = _store_version(directory, crc)
+        if version is not None:
+            atomic_write(directory / VERIFIED_FILE, version.encode(), durable=False)
+    except OSError:  # the entry was evicted meanwhile: nothing to remember
+        pass
 
 
 def _last_used(directory: Path) -> float | None:

@@ -14,10 +14,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ctspine import volume_cache
+from ctspine import volume_cache, volume_store
 from ctspine.imaging import display, projection
 from ctspine.imaging.volume_io import VolumeError, read_volume
-from ctspine.volume_cache import DATA_FILE, FORMAT_VERSION, META_FILE, VolumeCache
+from ctspine.volume_cache import (
+    DATA_FILE,
+    FORMAT_VERSION,
+    META_FILE,
+    VERIFIED_FILE,
+    VolumeCache,
+)
 from ctspine.volume_store import StoredVolume, StoreError, StoreLayout
 from tests.ctspine import cache_workers
 from tests.ctspine.conftest import phantom_labels, phantom_ras, reorient, write_nifti
@@ -61,7 +67,9 @@ def test_cached_volume_equals_nibabel_canonical(sample_dir, tmp_path, write_behi
     meta = json.loads((reopened.directory / META_FILE).read_text())
     assert meta["layout"] == "kji" and meta["shape_ras"] == [512, 512, 20]
     assert meta["store"]["codec"] == "lz4" and meta["data_file"] == "volume.b2nd"
-    assert sorted(p.name for p in reopened.directory.iterdir()) == sorted([DATA_FILE, META_FILE])
+    assert sorted(p.name for p in reopened.directory.iterdir()) == sorted(
+        [DATA_FILE, META_FILE, VERIFIED_FILE]
+    )
 
 
 def test_image_pair_and_intensity_range(sample_dir, tmp_path):
@@ -464,4 +472,36 @@ def test_a_store_whose_bytes_were_lost_is_rebuilt_by_default(tmp_path, conversio
     rebuilt = VolumeCache(tmp_path / "cache", max_bytes=1 << 30).get(source)
     assert _count(conversions) == 2
     assert "rebuilding" in caplog.text
+    assert np.array_equal(rebuilt.read(), read_volume(source).data)
+
+
+def test_a_store_is_read_whole_once_per_version_per_boot(tmp_path, monkeypatch):
+    source = _big_phantom(tmp_path, shape=(40, 40, 40))
+    VolumeCache(tmp_path / "cache", max_bytes=1 << 30, write_behind=False).get(source)
+    reads = []
+    real_crc = volume_store.file_crc32
+    monkeypatch.setattr(
+        volume_store, "file_crc32", lambda path: reads.append(path) or real_crc(path)
+    )
+    # Other server processes: the writer already vouched for this file since the boot.
+    VolumeCache(tmp_path / "cache", max_bytes=1 << 30).get(source)
+    VolumeCache(tmp_path / "cache", max_bytes=1 << 30).get(source)
+    assert reads == []
+    monkeypatch.setattr(volume_cache, "_boot_id", lambda: "after a reboot")
+    VolumeCache(tmp_path / "cache", max_bytes=1 << 30).get(source)
+    VolumeCache(tmp_path / "cache", max_bytes=1 << 30).get(source)
+    assert len(reads) == 1  # checked again after the reboot, then vouched for
+
+
+def test_a_store_rewritten_in_place_after_its_check_is_checked_again(tmp_path, conversions):
+    source = _big_phantom(tmp_path, shape=(40, 40, 40))
+    written = VolumeCache(tmp_path / "cache", max_bytes=1 << 30, write_behind=False).get(source)
+    store = written.directory / DATA_FILE
+    content = bytearray(store.read_bytes())
+    third = len(content) // 3
+    content[third : 2 * third] = bytes(third)
+    with open(store, "r+b") as handle:  # same inode, same size: only the mtime tells
+        handle.write(content)
+    rebuilt = VolumeCache(tmp_path / "cache", max_bytes=1 << 30).get(source)
+    assert _count(conversions) == 2
     assert np.array_equal(rebuilt.read(), read_volume(source).data)
