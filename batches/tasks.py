@@ -12,22 +12,23 @@ running batch without an active case is closed, which also catches a case failed
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.dispatch import receiver
-from django.utils import timezone
 from django_tasks import task
-from django_tasks.base import TaskResultStatus
 from django_tasks.signals import task_finished
-from django_tasks_db.models import DBTaskResult
 
 from batches import evaluation
 from batches.models import Batch
 from evaluation.evaluate import EvaluationError
 from inference.jobs import stale_after_s
-from inference.tasks import dead_jobs_reaped, failure_text, segment_job
+from inference.tasks import (
+    dead_jobs_reaped,
+    fail_task_rows,
+    failure_text,
+    segment_job,
+    stale_task_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,26 +104,15 @@ def fail_dead_evaluation_rows(batch_ids: list[int], stale_after_s: float) -> int
     evaluations were just reaped) still RUNNING, started more than ``stale_after_s`` seconds ago:
     their worker died, and the backend itself would show them running forever (a re-queued task
     has a row of its own, started later). Returns how many were failed."""
-    if settings.CTSPINE_TASKS_BACKEND != "db":
-        return 0
-    now = timezone.now()
-    running = DBTaskResult.objects.filter(
-        status=TaskResultStatus.RUNNING,
-        task_path=evaluate_batch.module_path,
-        started_at__lt=now - timedelta(seconds=stale_after_s),
-    )
+    running = stale_task_rows(evaluate_batch, stale_after_s=stale_after_s)
     reaped = set(batch_ids)
     dead = [
         row.pk for row in running.only("id", "args_kwargs") if _batch_of(row.args_kwargs) in reaped
     ]
-    return running.filter(pk__in=dead).update(
-        status=TaskResultStatus.FAILED,
-        finished_at=now,
-        exception_class_path="batches.tasks.WorkerDied",
-        traceback=(
-            f"The worker running this evaluation stopped: no heartbeat for more than"
-            f" {stale_after_s:g} s. The batch's evaluation was re-queued or failed by the reaper."
-        ),
+    return fail_task_rows(
+        running.filter(pk__in=dead),
+        why=f"The worker running this evaluation stopped: no heartbeat for more than"
+        f" {stale_after_s:g} s. The batch's evaluation was re-queued or failed by the reaper.",
     )
 
 

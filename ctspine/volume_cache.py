@@ -99,9 +99,13 @@ class SourceIdentity:
 
     def key(self, kind: str) -> str:
         """``<path hash>-<identity hash>``: entries of one path share the first half."""
-        path_hash = hashlib.sha256(f"{kind}\0{self.path}".encode()).hexdigest()[:16]
         version = hashlib.sha256(f"{self.size}\0{self.mtime_ns}".encode()).hexdigest()[:12]
-        return f"{path_hash}-{version}"
+        return f"{_path_hash(self.path, kind)}-{version}"
+
+
+def _path_hash(path: str, kind: str) -> str:
+    """The first half of a key: every version of one (absolute) source path and kind shares it."""
+    return hashlib.sha256(f"{kind}\0{path}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -255,11 +259,10 @@ class VolumeCache:
         """Delete the entries made from the file at ``source_path``, of every kind and version
         (the file itself is being deleted); returns the keys deleted. An entry being converted
         right now (locked) is left to eviction."""
-        resolved = SourceIdentity(path=str(Path(source_path).resolve()), size=0, mtime_ns=0)
+        path = str(Path(source_path).resolve())
         deleted = []
         for kind in KINDS:
-            path_hash = resolved.key(kind).split("-")[0]  # shared by every version of the path
-            for directory in self._volumes_dir.glob(f"{path_hash}-*"):
+            for directory in self._versions(_path_hash(path, kind)):
                 if self._delete_entry(directory.name):
                     deleted.append(directory.name)
         return deleted
@@ -662,9 +665,9 @@ class VolumeCache:
             persisted = self._open_entry(
                 volume.key, source=volume.source, kind=volume.kind, verify=False
             )
-            _mark_verified(directory, value)
             if persisted is None:
                 raise StoreError(f"cache entry {directory} unreadable right after writing")
+            _mark_verified(directory, value)
         except BaseException:
             logger.exception("writing volume cache entry %s failed", directory)
             (directory / META_FILE).unlink(missing_ok=True)
@@ -708,10 +711,13 @@ class VolumeCache:
 
     def _remove_stale_versions(self, key: str) -> None:
         """Delete entries made from earlier versions of the same source path."""
-        path_hash = key.split("-")[0]
-        for directory in self._volumes_dir.glob(f"{path_hash}-*"):
+        for directory in self._versions(key.split("-")[0]):
             if directory.name != key:
                 self._delete_entry(directory.name)
+
+    def _versions(self, path_hash: str) -> list[Path]:
+        """The entry folders of every version of one source path and kind."""
+        return list(self._volumes_dir.glob(f"{path_hash}-*"))
 
     def _delete_entry(self, key: str, *, if_last_used: float | None | object = _ANY) -> bool:
         """Delete the entry ``key`` unless it is locked; with ``if_last_used``, only if its

@@ -14,7 +14,7 @@ long memory of recent planes, random tiles decoded slabs often enough to halve t
 of 8 clients (docs/performance.md).
 
 Files are written atomically (temporary file, ``os.replace``; fsync unless the caller checks the
-CRC-32 on every open, as the volume cache does). :func:`open_store` checks
+CRC-32 before it trusts a file, as the volume cache does). :func:`open_store` checks
 what it can before anything is read (size, header, shape, dtype; optionally the CRC-32 of the whole
 file) and raises :class:`StoreError` with the file (its folder and name: users may see the message)
 and the reason; a block found damaged when read raises it too.
@@ -285,13 +285,13 @@ class StoredVolume:
         slab = None
         if self._slabs is not None:
             slab = self._slabs.get(key)
-            stepping = any(
+            stepping = slab is None and any(
                 self._slabs.recalls((self._token, axis, index + d))
                 and self._slabs.recalls((self._token, axis, index + 2 * d))
                 for d in (-1, 1)
             )
             self._slabs.remember((self._token, axis, index))
-            if slab is None and stepping:
+            if stepping:
                 stop = min(start + extent, self._array.shape[axis])
                 decoded = self._decode(_along(axis, slice(start, stop)))
                 # Kept with the sliced axis first, so that each plane of the slab is contiguous.

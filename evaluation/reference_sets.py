@@ -29,6 +29,7 @@ from ctspine.imaging.volume_io import (
     validate_labels,
 )
 from evaluation.prediction_files import candidate_ids, strip_ending
+from evaluation.table2 import cases_phrase
 
 VERSE = "verse"
 CONVENTIONS = ("ctspine", VERSE)
@@ -157,6 +158,4 @@ def set_aside_summary(per_case: Iterable[Iterable[tuple[str, int]]]) -> list[dic
 
 def set_aside_phrase(summary: Iterable[dict]) -> str:
     """``set_aside_summary`` in words: "T13 in 3 cases, sacrum in 1 case" ("" when empty)."""
-    return ", ".join(
-        f"{row['name']} in {row['cases']} case{'' if row['cases'] == 1 else 's'}" for row in summary
-    )
+    return ", ".join(f"{row['name']} in {cases_phrase(row['cases'])}" for row in summary)

@@ -16,7 +16,7 @@ from pathlib import Path
 from ctspine.atomic import write_text
 from ctspine.metrics import LabelMetrics
 from evaluation.case_metrics import PairResult
-from evaluation.table2 import Table
+from evaluation.table2 import Table, cases_phrase
 
 CASE_COLUMNS = ["case_id", "split", "source", "anomaly"]
 LABEL_COLUMNS = CASE_COLUMNS + [f.name for f in fields(LabelMetrics)]
@@ -54,9 +54,7 @@ def table_notes(table: Table, *, csv_name: str) -> str:
     them that every reader skips): the sets, the columns, and the conventions that say which
     mean each summary row is (``table2.CONVENTIONS``)."""
     lines = [f"Notes to {csv_name}: {table.title}", "", "Sets (the first word of a column name):"]
-    lines += [
-        f"  {c.key}: {c.title}, {c.cases} case{'' if c.cases == 1 else 's'}" for c in table.columns
-    ]
+    lines += [f"  {c.key}: {c.title}, {cases_phrase(c.cases)}" for c in table.columns]
     lines += ["", "Columns (after the set):"]
     lines += [f"  {part}: {meaning}" for part, meaning in TABLE_CSV_PARTS]
     lines += ["", "Rows (column 'row': the vertebra C1 ... L6, then the summary rows):"]

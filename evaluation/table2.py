@@ -295,6 +295,11 @@ def _is_split(split: str) -> Callable[[CaseRecord], bool]:
     return lambda record: record.split == split
 
 
+def cases_phrase(count: int) -> str:
+    """``count`` cases in words: "1 case", "3 cases"."""
+    return f"{count} case{'' if count == 1 else 's'}"
+
+
 def source_rank(source: str) -> tuple[int, str]:
     """Sort key of a source sub-dataset: the dataset's order (``ctspine.dataset.layout.SOURCES``),
     then any other source by name."""
@@ -425,10 +430,7 @@ def format_table(table: Table, *, skip_empty_rows: bool = True) -> str:
     lines.append(
         (
             " " * name_width
-            + "".join(
-                f"{c.title} ({c.cases} case{'' if c.cases == 1 else 's'})".center(width)
-                for c in table.columns
-            )
+            + "".join(f"{c.title} ({cases_phrase(c.cases)})".center(width) for c in table.columns)
         ).rstrip()
     )
     lines.append("Vertebra".ljust(name_width) + "".join(part + "   " for _ in table.columns))

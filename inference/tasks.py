@@ -102,6 +102,8 @@ def worker_name() -> str:
 #: Sent after :func:`reap_dead_jobs`, so that other apps reap their own dead work at the same
 #: moments (the batches app: evaluations whose worker died).
 dead_jobs_reaped = Signal()
+#: What the backend's row of a task whose worker died shows as its exception (no such class).
+WORKER_DIED = "inference.tasks.WorkerDied"
 
 
 def reap_dead_jobs() -> list[tuple[int, str]]:
@@ -120,27 +122,39 @@ def fail_orphaned_task_rows(*, stale_after_s: float) -> int:
     """Mark FAILED the ``django_tasks_db`` rows of segmentation tasks still RUNNING, started more
     than ``stale_after_s`` seconds ago, that no running job belongs to: their worker died, and
     the backend itself would show them running forever. Returns how many were failed."""
-    if settings.CTSPINE_TASKS_BACKEND != "db":
-        return 0
     running_tasks = SegmentationJob.objects.filter(
         status=SegmentationJob.Status.RUNNING
     ).values_list("task_id", flat=True)
-    return (
-        DBTaskResult.objects.filter(
-            status=TaskResultStatus.RUNNING,
-            task_path=segment_job.module_path,
-            started_at__lt=timezone.now() - timedelta(seconds=stale_after_s),
-        )
-        .exclude(id__in=[task_id for task_id in running_tasks if task_id])
-        .update(
-            status=TaskResultStatus.FAILED,
-            finished_at=timezone.now(),
-            exception_class_path="inference.tasks.WorkerDied",
-            traceback=(
-                f"The worker running this task stopped: no running job has been its for more"
-                f" than {stale_after_s:g} s. Its job was re-queued or failed by the reaper."
-            ),
-        )
+    orphaned = stale_task_rows(segment_job, stale_after_s=stale_after_s).exclude(
+        id__in=[task_id for task_id in running_tasks if task_id]
+    )
+    return fail_task_rows(
+        orphaned,
+        why=f"The worker running this task stopped: no running job has been its for more than"
+        f" {stale_after_s:g} s. Its job was re-queued or failed by the reaper.",
+    )
+
+
+def stale_task_rows(task, *, stale_after_s: float):
+    """The ``django_tasks_db`` rows of ``task`` still RUNNING that started more than
+    ``stale_after_s`` seconds ago (a queryset; empty unless the database backend is used)."""
+    if settings.CTSPINE_TASKS_BACKEND != "db":
+        return DBTaskResult.objects.none()
+    return DBTaskResult.objects.filter(
+        status=TaskResultStatus.RUNNING,
+        task_path=task.module_path,
+        started_at__lt=timezone.now() - timedelta(seconds=stale_after_s),
+    )
+
+
+def fail_task_rows(rows, *, why: str) -> int:
+    """Mark the task rows ``rows`` FAILED as left behind by a worker that died, with ``why`` as
+    their traceback; returns how many."""
+    return rows.update(
+        status=TaskResultStatus.FAILED,
+        finished_at=timezone.now(),
+        exception_class_path=WORKER_DIED,
+        traceback=why,
     )
 
 

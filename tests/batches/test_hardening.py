@@ -14,7 +14,7 @@ from batches import services
 from batches import tasks as batch_tasks
 from batches.models import Batch
 from evaluation.evaluate import EvaluationError
-from inference.tasks import reap_dead_jobs
+from inference.tasks import WORKER_DIED, reap_dead_jobs
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_the_task_row_of_a_dead_evaluation_is_failed_when_it_is_reaped(
     assert (evaluating.status == Batch.Status.FAILED) is (outcome == "failed")
     dead.refresh_from_db()
     assert dead.status == "FAILED" and dead.finished_at is not None
-    assert dead.exception_class_path == "batches.tasks.WorkerDied"
+    assert dead.exception_class_path == WORKER_DIED
     assert dead.traceback.startswith("The worker running this evaluation stopped")
     others = DBTaskResult.objects.filter(task_path=batch_tasks.evaluate_batch.module_path).exclude(
         pk=dead.pk

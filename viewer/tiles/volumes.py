@@ -30,8 +30,8 @@ def volume_cache() -> VolumeCache:
     with _lock:
         cache = _caches.get(key)
         if cache is None:
-            # Each entry's CRC-32 is checked once per process when it is opened (not per tile),
-            # so a store changed in place is re-converted, never served.
+            # Each store's CRC-32 is checked when it is opened (not per tile; once per store
+            # version and boot), so a store changed in place is re-converted, never served.
             cache = _caches[key] = VolumeCache(
                 key.root, key.max_bytes, slab_cache_bytes=settings.CTSPINE_SLAB_CACHE_MB << 20
             )
