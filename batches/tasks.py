@@ -105,6 +105,8 @@ def fail_dead_evaluation_rows(batch_ids: list[int], stale_after_s: float) -> int
     their worker died, and the backend itself would show them running forever (a re-queued task
     has a row of its own, started later). Returns how many were failed."""
     running = stale_task_rows(evaluate_batch, stale_after_s=stale_after_s)
+    if running is None:
+        return 0
     reaped = set(batch_ids)
     dead = [
         row.pk for row in running.only("id", "args_kwargs") if _batch_of(row.args_kwargs) in reaped

@@ -122,12 +122,14 @@ def fail_orphaned_task_rows(*, stale_after_s: float) -> int:
     """Mark FAILED the ``django_tasks_db`` rows of segmentation tasks still RUNNING, started more
     than ``stale_after_s`` seconds ago, that no running job belongs to: their worker died, and
     the backend itself would show them running forever. Returns how many were failed."""
+    stale = stale_task_rows(segment_job, stale_after_s=stale_after_s)
+    if stale is None:
+        return 0
+    # Only now: with another backend the jobs' task ids are not this table's (rq ids, no UUIDs).
     running_tasks = SegmentationJob.objects.filter(
         status=SegmentationJob.Status.RUNNING
     ).values_list("task_id", flat=True)
-    orphaned = stale_task_rows(segment_job, stale_after_s=stale_after_s).exclude(
-        id__in=[task_id for task_id in running_tasks if task_id]
-    )
+    orphaned = stale.exclude(id__in=[task_id for task_id in running_tasks if task_id])
     return fail_task_rows(
         orphaned,
         why=f"The worker running this task stopped: no running job has been its for more than"
@@ -137,9 +139,9 @@ def fail_orphaned_task_rows(*, stale_after_s: float) -> int:
 
 def stale_task_rows(task, *, stale_after_s: float):
     """The ``django_tasks_db`` rows of ``task`` still RUNNING that started more than
-    ``stale_after_s`` seconds ago (a queryset; empty unless the database backend is used)."""
+    ``stale_after_s`` seconds ago (a queryset); None unless the database backend is used."""
     if settings.CTSPINE_TASKS_BACKEND != "db":
-        return DBTaskResult.objects.none()
+        return None
     return DBTaskResult.objects.filter(
         status=TaskResultStatus.RUNNING,
         task_path=task.module_path,

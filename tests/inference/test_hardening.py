@@ -374,6 +374,16 @@ def test_the_task_row_of_a_live_job_stays_running(user, model, settings):
     assert DBTaskResult.objects.get(id=task_id).status == "RUNNING"
 
 
+@pytest.mark.django_db
+def test_reaping_with_the_rq_backend_leaves_the_database_backends_rows_alone(user, settings):
+    # rq task ids are not the database backend's UUIDs: reaping must not query that table.
+    settings.CTSPINE_TASKS_BACKEND = "rq"
+    job = SegmentationJob.objects.create(owner=user, title="ct.nii.gz")
+    SegmentationJob.objects.claim(job.pk, worker="alive:1", task_id="TWkERSdOSM0JngUsoTCf8U")
+    assert reap_dead_jobs() == []
+    assert SegmentationJob.objects.get(pk=job.pk).status == SegmentationJob.Status.RUNNING
+
+
 # --- 10: messages name files, not the server's paths to them --------------------------------------
 
 
